@@ -1,0 +1,24 @@
+"""Where an instance lives: one data directory and one config directory, both relocatable.
+
+Everything reads these two paths from the environment at call time (not import time) so tests and
+several instances on one machine stay isolated.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """`CDP_DATA_DIR` (default `./data`): landing/, cdc/, imports/, api/, warehouse.duckdb."""
+    return Path(os.environ.get("CDP_DATA_DIR", "data")).resolve()
+
+
+def config_dir() -> Path:
+    """`CDP_CONFIG_DIR` (default `./config`): sources, identity rules, traits, segments."""
+    return Path(os.environ.get("CDP_CONFIG_DIR", "config")).resolve()
+
+
+def warehouse_path() -> Path:
+    return data_dir() / "warehouse.duckdb"
