@@ -1,0 +1,39 @@
+# Set-up and everyday commands. Every target installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MANIFEST := dbt/target/manifest.json
+DBT_SOURCES := $(shell find dbt/models dbt/macros -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: demo test dev install manifest clean
+
+install: $(INSTALLED) $(MANIFEST)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+# The dbt manifest is built here, once, not on every code-location load.
+$(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
+	$(BIN)/dagster-dbt project prepare-and-package --file cdp_assets/dbt/project.py
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/cdp demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(VENV) dbt/target .dagster

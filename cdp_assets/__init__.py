@@ -1,0 +1,1 @@
+"""The customer data platform's Dagster code location: sources → events → identity → profiles → segments."""

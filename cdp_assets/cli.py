@@ -1,0 +1,118 @@
+"""The `cdp` command line: demo, run, profile, collect, segment check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+
+from cdp_resources.settings import config_dir, data_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cdp", description="Warehouse-native customer data platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate the sample data set, then materialize everything")
+    demo.add_argument("--events", type=int, default=100_000, help="tracked events to generate (default 100000)")
+    demo.add_argument("--seed", type=int, default=7)
+    commands.add_parser("run", help="materialize every asset over the data present")
+
+    profile = commands.add_parser("profile", help="the 360 view of one person as JSON")
+    profile.add_argument("identifier", metavar="TYPE:VALUE", help="e.g. email:ann@example.com")
+
+    collect = commands.add_parser("collect", help="run the event collector")
+    collect.add_argument("--host", default="127.0.0.1")
+    collect.add_argument("--port", type=int, default=8088)
+
+    segment = commands.add_parser("segment", help="segment tools")
+    segment_commands = segment.add_subparsers(dest="segment_command", required=True)
+    check = segment_commands.add_parser("check", help="validate a segment file, print its SQL and size")
+    check.add_argument("file")
+
+    args = parser.parse_args(argv)
+    handler = {"demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check}
+    return handler[args.command](args)
+
+
+def _demo(args) -> int:
+    from cdp_assets.sample_data import generate_sample_data
+
+    target = data_dir()
+    if target.exists() and any(target.iterdir()) and not (target / "sample_manifest.json").exists():
+        print(f"{target} holds data that the demo did not generate; set CDP_DATA_DIR to an empty directory.")
+        return 2
+    _clear_demo_data(target)
+    print(f"Generating the sample data set into {target} …")
+    generate_sample_data(target, events=args.events, seed=args.seed)
+    code = _run(args)
+    if code == 0:
+        print("\nOpen the UI with `make dev` (http://127.0.0.1:3000) to browse assets, runs and checks.")
+        print("Look up a person with e.g. `cdp profile email:<address>` (see data/sample_manifest.json).")
+    return code
+
+
+def _clear_demo_data(target) -> None:
+    """A demo starts from scratch: its own inputs and warehouse are regenerated."""
+    import shutil
+
+    for name in ("landing", "cdc", "imports", "api"):
+        shutil.rmtree(target / name, ignore_errors=True)
+    for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "sample_manifest.json"):
+        (target / name).unlink(missing_ok=True)
+
+
+def _run(args) -> int:
+    from cdp_assets.runner import format_summary, run_everything
+
+    print(f"Materializing every asset over {data_dir()} (config {config_dir()})")
+    summary = run_everything(progress=lambda line: print(line, flush=True))
+    print(format_summary(summary))
+    return 0 if summary.success else 1
+
+
+def _profile(args) -> int:
+    from cdp_assets.profiles.view import ProfileNotFound, person_view
+
+    kind, _, value = args.identifier.partition(":")
+    if not value:
+        print("expected TYPE:VALUE, e.g. email:ann@example.com", file=sys.stderr)
+        return 2
+    try:
+        view = person_view(kind, value)
+    except ProfileNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(json.dumps(view, indent=2, default=_json_default))
+    return 0
+
+
+def _collect(args) -> int:
+    from cdp_resources.collector import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _segment_check(args) -> int:
+    from pathlib import Path
+
+    from cdp_assets.segments.check import check_segment_file
+
+    ok, text = check_segment_file(Path(args.file))
+    print(text, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _json_default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

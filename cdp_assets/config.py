@@ -1,0 +1,81 @@
+"""The user's source configuration (`config/sources.yaml`), read once per code-location load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cdp_resources.settings import config_dir
+
+KINDS = {"events", "cdc", "api", "csv"}
+PARTITIONINGS = {"hourly", "daily", "none"}
+COLUMN_TYPES = {"string", "number", "timestamp", "list", "boolean"}
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str
+    partitions: str
+    description: str = ""
+    path: str = ""
+    primary_key: str = ""
+    time_column: str = ""
+    cursor_field: str = ""
+    base_url_env: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, str] = field(default_factory=dict)
+    traits: tuple[str, ...] = ()
+
+
+def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
+    path = path or config_dir() / "sources.yaml"
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    entries = document.get("sources")
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{path}: expected a mapping `sources:` with at least one source")
+    return {name: _source(path, name, entry or {}) for name, entry in entries.items()}
+
+
+def _source(path: Path, name: str, entry: dict) -> SourceConfig:
+    where = f"{path}: sources.{name}"
+    known = set(SourceConfig.__dataclass_fields__) - {"name"}
+    unknown = set(entry) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    if entry.get("kind") not in KINDS:
+        raise ConfigError(f"{where}.kind: {entry.get('kind')!r} is not one of {sorted(KINDS)}")
+    if entry.get("partitions", "none") not in PARTITIONINGS:
+        raise ConfigError(f"{where}.partitions: {entry.get('partitions')!r} is not one of {sorted(PARTITIONINGS)}")
+    columns = entry.get("columns") or {}
+    for column, kind in columns.items():
+        if kind not in COLUMN_TYPES:
+            raise ConfigError(f"{where}.columns.{column}: type {kind!r} is not one of {sorted(COLUMN_TYPES)}")
+    for column in list(entry.get("identifiers") or {}) + list(entry.get("traits") or []):
+        if columns and column not in columns:
+            raise ConfigError(f"{where}: {column!r} is not a declared column")
+    if entry["kind"] != "events" and not columns:
+        raise ConfigError(f"{where}.columns: a {entry['kind']} source declares its columns")
+    return SourceConfig(
+        name=name,
+        kind=entry["kind"],
+        partitions=entry.get("partitions", "none"),
+        description=entry.get("description", ""),
+        path=entry.get("path", ""),
+        primary_key=entry.get("primary_key", ""),
+        time_column=entry.get("time_column", ""),
+        cursor_field=entry.get("cursor_field", ""),
+        base_url_env=entry.get("base_url_env", ""),
+        columns=dict(columns),
+        identifiers=dict(entry.get("identifiers") or {}),
+        traits=tuple(entry.get("traits") or ()),
+    )

@@ -1,0 +1,1 @@
+"""The dbt project wired into Dagster: staging → identity → profiles models as assets."""

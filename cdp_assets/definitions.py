@@ -1,0 +1,25 @@
+"""The whole platform in one screen: each stage contributes its own Definitions, merged here."""
+
+from dagster import Definitions
+
+from cdp_assets import refresh
+from cdp_assets.dbt import definitions as dbt_defs
+from cdp_assets.events import definitions as events_defs
+from cdp_assets.identity import definitions as identity_defs
+from cdp_assets.profiles import definitions as profiles_defs
+from cdp_assets.resources import resources
+from cdp_assets.segments import definitions as segments_defs
+from cdp_assets.sources import definitions as sources_defs
+
+_sources = sources_defs.definitions()
+
+defs = Definitions.merge(
+    _sources,
+    events_defs.definitions(),
+    identity_defs.definitions(),
+    dbt_defs.definitions(),
+    profiles_defs.definitions(),
+    segments_defs.definitions(),
+    refresh.definitions(list(_sources.jobs)),
+    Definitions(resources=resources()),
+)

@@ -1,0 +1,1 @@
+"""Events: validate every raw record into its public table or into `cdp.quarantine` with its reasons."""

@@ -1,0 +1,8 @@
+from dagster import Definitions
+
+from cdp_assets.events.assets import validation_assets
+from cdp_assets.events.checks import unique_event_ids
+
+
+def definitions() -> Definitions:
+    return Definitions(assets=[validation_assets()], asset_checks=[unique_event_ids])

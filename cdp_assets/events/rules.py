@@ -1,0 +1,109 @@
+"""Row-level rules read from the Great Expectations suites in `expectations/` (the single source of truth).
+
+Each expectation becomes a polars expression that is true where a row fails; the row's reasons are the
+failing expectations' `meta.reason` codes with a short detail. Only the row-level expectation types we can
+evaluate exactly are accepted; any other type is a configuration error naming the suite, so a rule is
+never silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+_CONDITION = re.compile(r'^\s*(\w+)\s*==\s*"([^"]*)"\s*$')
+
+
+class SuiteError(ValueError):
+    """A suite cannot be evaluated; the message names the file and the expectation."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    reason: str
+    column: str
+    failing: pl.Expr
+    detail: pl.Expr
+
+
+def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
+    path = directory / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SuiteError(f"{path}: {exc}") from exc
+
+
+def suite_rules(suite: dict, parameters: dict, columns: list[str], where: str) -> list[Rule]:
+    """Rules of a suite against a frame with `columns`; `$PARAMETER` values come from `parameters`."""
+    rules = []
+    for index, expectation in enumerate(suite.get("expectations", [])):
+        at = f"{where}: expectations[{index}] ({expectation.get('type')})"
+        kwargs = {k: _parameter(v, parameters, at) for k, v in expectation.get("kwargs", {}).items()}
+        column = kwargs.get("column")
+        if column not in columns:
+            raise SuiteError(f"{at}: column {column!r} is not produced for this source (has {columns})")
+        reason = expectation.get("meta", {}).get("reason") or expectation["type"]
+        failing, detail = _failing(expectation["type"], pl.col(column), kwargs, at)
+        condition = kwargs.get("row_condition")
+        if condition:
+            match = _CONDITION.match(condition)
+            if not match or match[1] not in columns:
+                raise SuiteError(f'{at}: row_condition must be column=="value", got {condition!r}')
+            failing = failing & (pl.col(match[1]) == match[2]).fill_null(False)
+        rules.append(Rule(reason, column, failing.fill_null(False), detail))
+    return rules
+
+
+def _parameter(value, parameters: dict, at: str):
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        name = value["$PARAMETER"]
+        if name not in parameters:
+            raise SuiteError(f"{at}: unknown parameter {name!r}")
+        return parameters[name]
+    return value
+
+
+def _failing(kind: str, col: pl.Expr, kwargs: dict, at: str) -> tuple[pl.Expr, pl.Expr]:
+    name = kwargs["column"]
+    if kind == "expect_column_values_to_not_be_null":
+        return col.is_null(), pl.lit(f"{name} is missing")
+    if kind == "expect_column_values_to_be_in_set":
+        values = kwargs["value_set"]
+        return col.is_not_null() & ~col.is_in(values), pl.format(f"{name} {{}} is not one of {values}", col)
+    if kind == "expect_column_values_to_match_regex":
+        return (
+            col.is_not_null() & ~col.str.contains(kwargs["regex"]),
+            pl.format(f"{name} {{}} does not match the expected format", col),
+        )
+    if kind == "expect_column_values_to_be_between":
+        low, high = (_bound(kwargs.get(k)) for k in ("min_value", "max_value"))
+        outside = pl.lit(False)
+        if low is not None:
+            outside = outside | (col < low)
+        if high is not None:
+            outside = outside | (col > high)
+        return col.is_not_null() & outside, pl.format(f"{name} {{}} is outside [{low}, {high}]", col.cast(pl.String))
+    raise SuiteError(f"{at}: expectation type {kind!r} is not supported for row-level validation")
+
+
+def _bound(value):
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    return value
+
+
+def apply_rules(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
+    """Adds `reasons` (list of "code: detail"): the frame's `parse_errors` first, then failing rules.
+
+    A record that could not be parsed at all (`parsed` false) carries only its parse error.
+    """
+    checks = [pl.when(pl.col("parsed") & rule.failing).then(pl.format(f"{rule.reason}: {{}}", rule.detail)) for rule in rules]
+    combined = pl.concat_list([pl.col("parse_errors"), *checks]) if checks else pl.col("parse_errors")
+    return frame.with_columns(reasons=combined.list.drop_nulls())

@@ -1,0 +1,127 @@
+"""Identity assets: the edge list from every source, then persons (OneID) resolved from it."""
+
+
+from datetime import datetime, timezone
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+
+from cdp_assets.config import load_sources
+from cdp_assets.events.assets import validated_key
+from cdp_assets.identity.edges import (
+    identifier_lookup,
+    identifier_sightings,
+    identifiers_seen,
+    identity_edges,
+    normalized_sightings,
+)
+from cdp_assets.identity.resolve import PreviousIdentity, resolve_persons
+from cdp_assets.identity.rules import load_identity_rules
+from cdp_assets.metadata import markdown_preview
+from cdp_resources import WarehouseResource
+from cdp_resources.settings import config_dir
+from cdp_resources.warehouse import replace_table, table_exists
+
+MERGES_DDL = """CREATE TABLE IF NOT EXISTS cdp.identity_merges (
+    from_person_id VARCHAR, to_person_id VARCHAR, reason VARCHAR, at TIMESTAMP)"""
+
+_sources = load_sources()
+
+
+_validated = sorted({validated_key(s) for s in _sources.values()}, key=lambda k: k.to_user_string())
+_OWNERS = ["team:data-platform"]
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(["cdp", "identity_edges"], deps=_validated, owners=_OWNERS, kinds={"duckdb", "polars"},
+                  description="Every link between two normalized identifiers seen on one record, with source and when."),
+        AssetSpec(["core", "identifiers"], deps=_validated, owners=_OWNERS, kinds={"duckdb", "polars"},
+                  description="Every normalized identifier seen, including ones with no link."),
+        AssetSpec(["core", "identifier_lookup"], deps=_validated, owners=_OWNERS, kinds={"duckdb", "polars"},
+                  description="Raw identifier value → normalized value, for SQL models joining source rows to persons."),
+    ],
+    name="identity_edges",
+    group_name="identity",
+    pool="warehouse",
+)
+def identity_edges_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
+    """Extract and normalize the identifiers of every validated record and link those seen together."""
+    rules = load_identity_rules(config_dir() / "identity.yaml")
+    with warehouse.connect() as con:
+        sightings = normalized_sightings(identifier_sightings(con, _sources), rules)
+        edges = identity_edges(sightings, rules)
+        rows = replace_table(con, "cdp.identity_edges", edges)
+        identifiers = replace_table(con, "core.identifiers", identifiers_seen(sightings))
+        lookups = replace_table(con, "core.identifier_lookup", identifier_lookup(sightings))
+    context.log.info(f"{rows} edges between {identifiers} identifiers")
+    yield MaterializeResult(
+        asset_key=["cdp", "identity_edges"],
+        metadata={
+            "dagster/row_count": rows,
+            "edges_by_source": MetadataValue.json(_counts(edges, "source")),
+            "preview": markdown_preview(edges),
+        },
+    )
+    yield MaterializeResult(asset_key=["core", "identifiers"], metadata={"dagster/row_count": identifiers})
+    yield MaterializeResult(asset_key=["core", "identifier_lookup"], metadata={"dagster/row_count": lookups})
+
+
+_RESOLUTION_INPUTS = [AssetKey(["cdp", "identity_edges"]), AssetKey(["core", "identifiers"])]
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(["cdp", "id_map"], deps=_RESOLUTION_INPUTS, owners=_OWNERS, kinds={"duckdb", "polars", "scipy"},
+                  description="Each identifier's person (OneID), resolved by the rules in config/identity.yaml."),
+        AssetSpec(["core", "persons"], deps=_RESOLUTION_INPUTS, owners=_OWNERS, kinds={"duckdb"},
+                  description="Every person id with its creation time; on a merge the older id survives."),
+        AssetSpec(["cdp", "identity_merges"], deps=_RESOLUTION_INPUTS, owners=_OWNERS, kinds={"duckdb"},
+                  description="Append-only log of merges and splits of persons."),
+    ],
+    name="resolve_persons",
+    group_name="identity",
+    pool="warehouse",
+)
+def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
+    """Resolve persons from the edges; person ids are stable across runs."""
+    rules = load_identity_rules(config_dir() / "identity.yaml")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with warehouse.connect() as con:
+        identifiers = con.execute("SELECT * FROM core.identifiers").pl()
+        edges = con.execute("SELECT * FROM cdp.identity_edges").pl()
+        previous = None
+        if table_exists(con, "cdp.id_map") and table_exists(con, "core.persons"):
+            previous = PreviousIdentity(
+                id_map=con.execute("SELECT identifier_type, identifier_value, person_id FROM cdp.id_map").pl(),
+                persons=con.execute("SELECT person_id, created_at FROM core.persons").pl(),
+            )
+    resolution = resolve_persons(identifiers, edges, rules, previous=previous, now=now)
+    with warehouse.connect() as con:
+        con.execute("BEGIN")
+        rows = replace_table(con, "cdp.id_map", resolution.id_map)
+        persons = replace_table(con, "core.persons", resolution.persons)
+        con.execute(MERGES_DDL)
+        if not resolution.merges.is_empty():
+            merges = resolution.merges  # noqa: F841 (read by DuckDB's replacement scan)
+            con.execute("INSERT INTO cdp.identity_merges SELECT from_person_id, to_person_id, reason, at FROM merges")
+        con.execute("COMMIT")
+    context.log.info(f"{rows} identifiers → {persons} persons, {len(resolution.merges)} merges/splits")
+    reasons = _counts(resolution.merges, "reason") if len(resolution.merges) else {}
+    yield MaterializeResult(
+        asset_key=["cdp", "id_map"],
+        metadata={
+            "dagster/row_count": rows,
+            "persons": persons,
+            "identifiers_by_type": MetadataValue.json(_counts(resolution.id_map, "identifier_type")),
+        },
+    )
+    yield MaterializeResult(asset_key=["core", "persons"], metadata={"dagster/row_count": persons})
+    yield MaterializeResult(
+        asset_key=["cdp", "identity_merges"],
+        metadata={"merges": reasons.get("merge", 0), "splits": reasons.get("split", 0)},
+    )
+
+
+def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    return {row[column]: row["len"] for row in frame.group_by(column).len().sort(column).iter_rows(named=True)}

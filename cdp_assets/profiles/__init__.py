@@ -1,0 +1,1 @@
+"""Profiles: one row per person, built by the dbt models in dbt/models/profiles."""

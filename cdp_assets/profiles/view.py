@@ -1,0 +1,63 @@
+"""The 360° view of one person: identifiers, profile traits, segments and recent events."""
+
+from __future__ import annotations
+
+import json
+
+from cdp_assets.identity.normalize import normalize_identifier
+from cdp_assets.identity.rules import load_identity_rules
+from cdp_resources import WarehouseResource
+from cdp_resources.settings import config_dir
+
+
+class ProfileNotFound(LookupError):
+    pass
+
+
+def _rows(con, sql: str, params: list) -> list[dict]:
+    cursor = con.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResource | None = None, events: int = 20) -> dict:
+    rules = load_identity_rules(config_dir() / "identity.yaml")
+    value = normalize_identifier(identifier_type, raw_value, rules.default_phone_region)
+    warehouse = warehouse or WarehouseResource()
+    with warehouse.connect() as con:
+        found = con.execute(
+            "SELECT person_id FROM cdp.id_map WHERE identifier_type = ? AND identifier_value = ?", [identifier_type, value]
+        ).fetchone()
+        if not found:
+            raise ProfileNotFound(f"no person holds {identifier_type}:{value}")
+        person_id = found[0]
+        profile = _rows(con, "SELECT * FROM cdp.profiles WHERE person_id = ?", [person_id])
+        identifiers = _rows(
+            con,
+            "SELECT identifier_type AS type, identifier_value AS value FROM cdp.id_map WHERE person_id = ? ORDER BY ALL",
+            [person_id],
+        )
+        segments = _rows(
+            con, "SELECT segment, entered_at FROM cdp.segment_membership WHERE person_id = ? ORDER BY segment", [person_id]
+        ) if _exists(con, "segment_membership") else []
+        recent = _rows(
+            con,
+            "SELECT event_id, event_type, event_name, occurred_at, source, properties FROM core.person_events "
+            "WHERE person_id = ? ORDER BY occurred_at DESC LIMIT ?",
+            [person_id, events],
+        )
+    for event in recent:
+        event["properties"] = json.loads(event["properties"]) if event["properties"] else None
+    return {
+        "person_id": person_id,
+        "identifiers": identifiers,
+        "profile": profile[0] if profile else None,
+        "segments": segments,
+        "recent_events": recent,
+    }
+
+
+def _exists(con, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'cdp' AND table_name = ?", [table]
+    ).fetchone()[0])

@@ -1,0 +1,117 @@
+"""`cdp run`: materialize every asset over the data present, stage by stage, with progress.
+
+Partitioned source extracts run once per source over the whole range of partitions that have input
+(a single-run backfill), then each downstream stage runs in dependency order. Runs go to the Dagster
+instance of `DAGSTER_HOME` when set (so the UI shows them), else to an ephemeral one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dagster import AssetSelection, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from cdp_assets.config import load_sources
+from cdp_assets.sources.assets import raw_key
+from cdp_assets.sources.partitions import PARTITIONS
+from cdp_resources import LandingZoneResource, WarehouseResource
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+PUBLIC_TABLES = [
+    "events", "quarantine", "identity_edges", "id_map", "identity_merges", "profiles",
+    "segment_membership", "segment_changes",
+]
+DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments"]
+
+
+@dataclass
+class RunSummary:
+    success: bool = True
+    failures: list[str] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    persons: int = 0
+    segments: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    rejected_files: int = 0
+
+
+def partitions_present(source, landing_zone: LandingZoneResource) -> list[str]:
+    """Partition keys of a source that have input files and exist in its partitions definition."""
+    files = landing_zone.landing_files(source.name) if source.kind == "events" else landing_zone.import_files(source.name)
+    valid = set(PARTITIONS[source.partitions].get_partition_keys())
+    return sorted({f.partition_key for f in files} & valid)
+
+
+def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
+    from cdp_assets.definitions import defs
+
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    assets = list(defs.assets) + list(defs.asset_checks)
+    resources = defs.resources
+    summary = RunSummary()
+    sources = load_sources()
+    steps: list[tuple[str, AssetSelection, dict]] = []
+    for source in sources.values():
+        selection = AssetSelection.assets(raw_key(source.name))
+        if source.partitions == "none":
+            steps.append((f"source {source.name}", selection, {}))
+            continue
+        keys = partitions_present(source, resources["landing_zone"])
+        if not keys:
+            progress(f"  source {source.name}: no input files, skipped")
+            continue
+        tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+        steps.append((f"source {source.name} ({len(keys)} {source.partitions} partitions {keys[0]} … {keys[-1]})", selection, tags))
+    steps += [(stage, AssetSelection.groups(stage), {}) for stage in DOWNSTREAM_STAGES]
+
+    for number, (name, selection, tags) in enumerate(steps, start=1):
+        started = time.monotonic()
+        progress(f"[{number}/{len(steps)}] {name} …")
+        result = materialize(
+            assets, selection=selection, resources=resources, instance=instance, tags=tags,
+            run_config=QUIET, raise_on_error=False,
+        )
+        failed = [e for e in result.all_events if e.is_step_failure or (e.is_asset_check_evaluation and not e.event_specific_data.asset_check_evaluation.passed)]
+        status = "ok" if result.success else "FAILED"
+        progress(f"[{number}/{len(steps)}] {name}: {status} in {time.monotonic() - started:.1f}s")
+        if not result.success:
+            summary.success = False
+            summary.failures += [f"{name}: {e.message}" for e in failed] or [f"{name}: run failed"]
+            break
+    _fill_summary(summary, resources["warehouse"])
+    return summary
+
+
+def _fill_summary(summary: RunSummary, warehouse: WarehouseResource) -> None:
+    with warehouse.connect() as con:
+        tables = {r[0] for r in con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+        for name in PUBLIC_TABLES:
+            if f"cdp.{name}" in tables:
+                summary.tables[f"cdp.{name}"] = con.execute(f"SELECT count(*) FROM cdp.{name}").fetchone()[0]
+        if "cdp.profiles" in tables:
+            summary.persons = con.execute("SELECT count(*) FROM cdp.profiles").fetchone()[0]
+        if "cdp.segment_membership" in tables:
+            summary.segments = dict(con.execute(
+                "SELECT segment, count(*) FROM cdp.segment_membership GROUP BY segment ORDER BY segment").fetchall())
+        if "cdp.quarantine" in tables:
+            summary.quarantined = dict(con.execute(
+                "SELECT source, count(*) FROM cdp.quarantine GROUP BY source ORDER BY source").fetchall())
+        if "raw.rejected_files" in tables:
+            summary.rejected_files = con.execute("SELECT count(*) FROM raw.rejected_files").fetchone()[0]
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = ["", "Public tables (rows):"]
+    lines += [f"  {name:<28} {rows:>10,}" for name, rows in summary.tables.items()]
+    lines.append(f"Persons: {summary.persons:,}")
+    lines.append("Segments: " + (", ".join(f"{k} {v:,}" for k, v in summary.segments.items()) or "none"))
+    lines.append("Quarantined: " + (", ".join(f"{k} {v:,}" for k, v in summary.quarantined.items()) or "none"))
+    lines.append(f"Rejected files (data/landing/_rejected): {summary.rejected_files}")
+    if summary.failures:
+        lines.append("FAILED:")
+        lines += [f"  {failure}" for failure in summary.failures]
+    return "\n".join(lines)

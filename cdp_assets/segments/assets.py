@@ -1,0 +1,91 @@
+"""One asset per segment file in `config/segments/`: evaluate the rule, record entries and exits.
+
+Membership lives in `cdp.segment_membership` (who is in now, since when) and every change is appended to
+`cdp.segment_changes`, which is what destinations consume.
+"""
+
+from datetime import datetime, timezone
+
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from cdp_assets.segments.compiler import SegmentDefinition, catalog_from_warehouse, compile_segment, load_segments
+from cdp_resources import WarehouseResource
+from cdp_resources.settings import config_dir
+
+MEMBERSHIP_DDL = """CREATE TABLE IF NOT EXISTS cdp.segment_membership (
+    segment VARCHAR, person_id VARCHAR, entered_at TIMESTAMP)"""
+CHANGES_DDL = """CREATE TABLE IF NOT EXISTS cdp.segment_changes (
+    segment VARCHAR, person_id VARCHAR, change VARCHAR, changed_at TIMESTAMP)"""
+SEGMENT_INPUTS = [AssetKey(["cdp", "profiles"]), AssetKey(["core", "person_events"])]
+
+
+def segment_key(name: str) -> AssetKey:
+    return AssetKey(["segments", name])
+
+
+def refresh_segment(con, definition: SegmentDefinition, now: datetime) -> dict[str, int]:
+    """Evaluate one segment and apply the difference to membership and changes, in one transaction."""
+    compiled = compile_segment(definition, catalog_from_warehouse(con), now)
+    con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
+    con.execute(MEMBERSHIP_DDL)
+    con.execute(CHANGES_DDL)
+    con.execute("BEGIN")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _members AS SELECT DISTINCT person_id FROM ({compiled.sql})", compiled.params)
+    name = definition.name
+    current = "SELECT person_id FROM cdp.segment_membership WHERE segment = ?"
+    entered = con.execute(
+        f"INSERT INTO cdp.segment_changes SELECT ?, person_id, 'entered', ? FROM _members "
+        f"WHERE person_id NOT IN ({current})",
+        [name, now, name],
+    ).fetchone()[0]
+    exited = con.execute(
+        "INSERT INTO cdp.segment_changes SELECT ?, person_id, 'exited', ? FROM cdp.segment_membership "
+        "WHERE segment = ? AND person_id NOT IN (SELECT person_id FROM _members)",
+        [name, now, name],
+    ).fetchone()[0]
+    con.execute(
+        "DELETE FROM cdp.segment_membership WHERE segment = ? AND person_id NOT IN (SELECT person_id FROM _members)",
+        [name],
+    )
+    con.execute(
+        f"INSERT INTO cdp.segment_membership SELECT ?, person_id, ? FROM _members WHERE person_id NOT IN ({current})",
+        [name, now, name],
+    )
+    size = con.execute("SELECT count(*) FROM _members").fetchone()[0]
+    con.execute("DROP TABLE _members")
+    con.execute("COMMIT")
+    return {"size": size, "entered": entered, "exited": exited, "sql": compiled.sql}
+
+
+def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
+    @asset(
+        key=segment_key(definition.name),
+        deps=SEGMENT_INPUTS + [segment_key(other) for other in definition.depends_on],
+        group_name="segments",
+        description=definition.description or f"Segment {definition.name}",
+        kinds={"duckdb", "sql"},
+        owners=["team:marketing-ops"],
+        tags={"refresh": definition.refresh},
+        pool="warehouse",
+        metadata={"definition": str(definition.path.name), "refresh": definition.refresh},
+    )
+    def _segment(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with warehouse.connect() as con:
+            result = refresh_segment(con, definition, now)
+        context.log.info(f"{definition.name}: {result['size']} members, +{result['entered']} -{result['exited']}")
+        return MaterializeResult(
+            metadata={
+                "size": result["size"],
+                "entered": result["entered"],
+                "exited": result["exited"],
+                "sql": MetadataValue.md(f"```sql\n{result['sql']}\n```"),
+            }
+        )
+
+    return _segment
+
+
+def segment_assets() -> list[AssetsDefinition]:
+    definitions = load_segments(config_dir() / "segments")
+    return [build_segment_asset(definitions[name]) for name in sorted(definitions)]

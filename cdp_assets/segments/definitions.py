@@ -1,0 +1,17 @@
+from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+
+from cdp_assets.segments.assets import segment_assets
+
+daily_segments_job = define_asset_job(
+    "daily_segments_job",
+    selection=AssetSelection.groups("segments") & AssetSelection.tag("refresh", "daily"),
+    description="Re-evaluate the segments declared `refresh: daily`.",
+)
+
+
+def definitions() -> Definitions:
+    return Definitions(
+        assets=segment_assets(),
+        jobs=[daily_segments_job],
+        schedules=[ScheduleDefinition(job=daily_segments_job, cron_schedule="15 2 * * *", execution_timezone="UTC")],
+    )

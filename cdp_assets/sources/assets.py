@@ -1,0 +1,195 @@
+"""One extract asset per configured source, landing records verbatim in `raw.<source>`.
+
+Every raw table has the same shape (partition_key, file, line_no, record, loaded_at) so that validation
+is the one place that interprets records. Extracts are idempotent: a partition's rows are replaced.
+"""
+
+
+import json
+from datetime import datetime, timezone
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from cdp_assets.config import SourceConfig
+from cdp_assets.metadata import markdown_preview
+from cdp_assets.sources.partitions import PARTITIONS
+from cdp_assets.sources.readers import UnreadableFile, csv_records, jsonl_records
+from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
+
+RAW_SCHEMA = pl.Schema(
+    {"partition_key": pl.String, "file": pl.String, "line_no": pl.Int64, "record": pl.String, "loaded_at": pl.Datetime("us")}
+)
+RAW_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)"""
+REJECTED_DDL = """CREATE TABLE IF NOT EXISTS raw.rejected_files (
+    source VARCHAR, file VARCHAR, reason VARCHAR, rejected_at TIMESTAMP)"""
+CURSORS_DDL = "CREATE TABLE IF NOT EXISTS raw.cursors (source VARCHAR PRIMARY KEY, cursor VARCHAR, updated_at TIMESTAMP)"
+
+
+def raw_key(source: str) -> AssetKey:
+    return AssetKey(["raw", source])
+
+
+def build_source_asset(source: SourceConfig) -> AssetsDefinition:
+    """The extract asset for one source, by kind."""
+    partitions_def = PARTITIONS[source.partitions]
+    extract = {"events": _extract_landing, "csv": _extract_imports, "cdc": _extract_cdc, "api": _extract_api}[source.kind]
+
+    @asset(
+        key=raw_key(source.name),
+        name=None,
+        group_name="sources",
+        description=source.description or f"{source.kind} source {source.name}",
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run() if partitions_def else None,
+        kinds={"duckdb", "python"},
+        owners=["team:data-platform"],
+        pool="warehouse",
+        metadata={"source_kind": source.kind, "table": f"raw.{source.name}"},
+    )
+    def _source_asset(
+        context: AssetExecutionContext,
+        warehouse: WarehouseResource,
+        landing_zone: LandingZoneResource,
+        orders_api: OrdersApiResource,
+    ) -> MaterializeResult:
+        return extract(context, source, warehouse, landing_zone, orders_api)
+
+    return _source_asset
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _records_frame(rows: list[tuple[str, str, int, str]]) -> pl.DataFrame:
+    loaded_at = _now()
+    return pl.DataFrame(
+        [(key, file, line, record, loaded_at) for key, file, line, record in rows], schema=RAW_SCHEMA, orient="row"
+    )
+
+
+def _read_files(context, source, landing_zone, files, read) -> tuple[list, list[tuple[str, str]]]:
+    """Records of every readable file; unreadable files are moved to _rejected and listed."""
+    rows, rejected = [], []
+    for number, file in enumerate(files, start=1):
+        relative = file.path.relative_to(landing_zone.base()).as_posix()
+        try:
+            rows += [(file.partition_key, relative, line, record) for line, record in read(file.path)]
+        except UnreadableFile as exc:
+            landing_zone.reject(file.path, str(exc))
+            rejected.append((relative, str(exc)))
+            context.log.warning(f"rejected {relative}: {exc}")
+        if number % 200 == 0 or number == len(files):
+            context.log.info(f"{source.name}: read {number}/{len(files)} files, {len(rows)} records")
+    return rows, rejected
+
+
+def _store(context, source, warehouse, frame: pl.DataFrame, rejected, replace_partitions: list[str] | None):
+    """Replace the given partitions (or the whole table when None) with `frame`, in one transaction."""
+    table = f"raw.{source.name}"
+    with warehouse.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        con.execute(RAW_DDL.format(table=table))
+        con.execute(REJECTED_DDL)
+        con.execute("BEGIN")
+        if replace_partitions is None:
+            con.execute(f"DELETE FROM {table}")
+        else:
+            con.execute(f"DELETE FROM {table} WHERE partition_key IN (SELECT unnest(?))", [replace_partitions])
+        con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+        if rejected:
+            con.executemany(
+                "INSERT INTO raw.rejected_files VALUES (?, ?, ?, ?)", [(source.name, f, r, _now()) for f, r in rejected]
+            )
+        con.execute("COMMIT")
+        total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return _result(frame, rejected, total)
+
+
+def _result(frame: pl.DataFrame, rejected, total: int, **extra) -> MaterializeResult:
+    return MaterializeResult(
+        metadata={
+            "records_loaded": len(frame),
+            "files": frame["file"].n_unique() if len(frame) else 0,
+            "rejected_files": len(rejected),
+            "dagster/row_count": total,
+            "rejected": MetadataValue.md("\n".join(f"- `{f}`: {r}" for f, r in rejected) or "none"),
+            "preview": markdown_preview(frame.select("file", "line_no", "record")),
+            **extra,
+        }
+    )
+
+
+def _selected_keys(context: AssetExecutionContext) -> list[str]:
+    return list(context.partition_keys)
+
+
+def _extract_landing(context, source, warehouse, landing_zone, orders_api):
+    keys = _selected_keys(context)
+    wanted = set(keys)
+    files = [f for f in landing_zone.landing_files(source.name) if f.partition_key in wanted]
+    rows, rejected = _read_files(context, source, landing_zone, files, jsonl_records)
+    return _store(context, source, warehouse, _records_frame(rows), rejected, keys)
+
+
+def _extract_imports(context, source, warehouse, landing_zone, orders_api):
+    keys = _selected_keys(context)
+    wanted = set(keys)
+    files = [f for f in landing_zone.import_files(source.name) if f.partition_key in wanted]
+    required = list(source.columns)
+    rows, rejected = _read_files(context, source, landing_zone, files, lambda p: csv_records(p, required))
+    return _store(context, source, warehouse, _records_frame(rows), rejected, keys)
+
+
+def _extract_cdc(context, source, warehouse, landing_zone, orders_api):
+    """All change files are re-read: state is decided by source position, not by file arrival."""
+    files = landing_zone.cdc_files(source.path.split("/")[-1] if source.path else source.name)
+
+    def read(path):
+        if path.suffix == ".csv":
+            return csv_records(path, ["Op"])
+        return jsonl_records(path)
+
+    rows, rejected = _read_files(context, source, landing_zone, files, read)
+    return _store(context, source, warehouse, _records_frame(rows), rejected, None)
+
+
+def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApiResource):
+    """Pull pages after the stored cursor; each page and the cursor after it commit together."""
+    table = f"raw.{source.name}"
+    with warehouse.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        con.execute(RAW_DDL.format(table=table))
+        con.execute(CURSORS_DDL)
+        row = con.execute("SELECT cursor FROM raw.cursors WHERE source = ?", [source.name]).fetchone()
+    cursor = row[0] if row else None
+    loaded = []
+    with orders_api.endpoint() as base_url:
+        for page, next_cursor in orders_api.pages(base_url, cursor):
+            page_rows = [("", base_url, 0, json.dumps(order) if isinstance(order, dict) else str(order)) for order in page]
+            frame = _records_frame(page_rows)
+            with warehouse.connect() as con:
+                con.execute("BEGIN")
+                con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+                con.execute(
+                    "INSERT OR REPLACE INTO raw.cursors VALUES (?, ?, ?)", [source.name, next_cursor, _now()]
+                )
+                con.execute("COMMIT")
+            loaded.append(frame)
+            cursor = next_cursor
+            context.log.info(f"{source.name}: {sum(len(f) for f in loaded)} records, cursor {cursor}")
+    frame = pl.concat(loaded) if loaded else _records_frame([])
+    with warehouse.connect() as con:
+        total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return _result(frame, [], total, cursor=str(cursor))
+
