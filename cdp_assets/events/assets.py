@@ -49,14 +49,16 @@ def latest_per_key(frame: pl.DataFrame, key: str, order: list[str]) -> pl.DataFr
 
 def build_validation_asset(sources: dict[str, SourceConfig]):
     table_sources = [s for s in sources.values() if s.kind != "events"]
-    outs = {"events": AssetOut(key=["cdp", "events"], description="Every validated event, one row per messageId.")}
+    common = {"kinds": {"duckdb", "polars"}, "owners": ["team:data-platform"]}
+    outs = {"events": AssetOut(key=["cdp", "events"], description="Every validated event, one row per messageId.", **common)}
     outs["quarantine"] = AssetOut(
-        key=["cdp", "quarantine"], description="Every rejected record with its reasons; nothing is dropped silently."
+        key=["cdp", "quarantine"], description="Every rejected record with its reasons; nothing is dropped silently.", **common
     )
     for source in table_sources:
         outs[source.name] = AssetOut(
             key=validated_key(source).path,
             description=f"Validated current state of {source.name} (one row per {source.primary_key}).",
+            **common,
         )
 
     @multi_asset(
@@ -64,8 +66,6 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         outs=outs,
         deps=[raw_key(name) for name in sources],
         group_name="events",
-        kinds={"duckdb", "polars", "great_expectations"},
-        owners=["team:data-platform"],
         pool="warehouse",
         can_subset=False,
     )

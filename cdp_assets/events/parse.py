@@ -1,7 +1,8 @@
 """Read raw records into typed columns with DuckDB's JSON functions, noting what cannot be read.
 
-Each function returns one row per raw record with `parsed` (the record is a JSON object) and
-`parse_errors` (list of "code: detail") next to the typed columns; the rules in `expectations/` then
+Each function returns one row per raw record with `parsed` (the record is a JSON object),
+`parse_errors` (list of "code: detail") and `unreadable_columns` (values present but not of their type)
+next to the typed columns; the rules in `expectations/` then
 judge the typed values. Column names and JSON paths come from the user's configuration and are quoted.
 """
 
@@ -23,11 +24,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _typed(json_col: str, path: str, kind: str, name: str) -> tuple[str, str]:
-    """(typed value expression, error expression) for one JSON field."""
+def _typed(json_col: str, path: str, kind: str, name: str) -> tuple[str, str, str]:
+    """(typed value, error message or NULL, name of the column if it failed or NULL) for one JSON field."""
     text = f"({json_col} ->> {quote_literal(path)})"
     if kind == "string":
-        return f"nullif(trim({text}), '')", "NULL"
+        return f"nullif(trim({text}), '')", "NULL", "NULL"
     if kind == "list":
         value = f"try_cast({json_col} -> {quote_literal(path)} AS VARCHAR[])"
     elif kind == "timestamp":
@@ -35,23 +36,21 @@ def _typed(json_col: str, path: str, kind: str, name: str) -> tuple[str, str]:
     else:
         value = f"try_cast({text} AS {_CAST[kind]})"
     code = "bad_timestamp" if kind == "timestamp" else "wrong_type"
-    error = (
-        f"CASE WHEN nullif(trim({text}), '') IS NOT NULL AND {value} IS NULL "
-        f"THEN {quote_literal(f'{code}: {name} ')} || {text} || {quote_literal(f' is not a {kind}')} END"
-    )
-    return value, error
+    failed = f"nullif(trim({text}), '') IS NOT NULL AND {value} IS NULL"
+    error = f"CASE WHEN {failed} THEN {quote_literal(f'{code}: {name} ')} || {text} || {quote_literal(f' is not a {kind}')} END"
+    return value, error, f"CASE WHEN {failed} THEN {quote_literal(name)} END"
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
-    return con.execute(sql).pl()
+    return con.sql(sql).pl()
 
 
 def parse_events(con: duckdb.DuckDBPyConnection, source: SourceConfig, typed_properties: list[dict]) -> pl.DataFrame:
     """Segment-spec messages → the columns of `cdp.events`, plus `identity` and a normalized `email`."""
-    ts_value, ts_error = _typed("m", "$.timestamp", "timestamp", "timestamp")
+    ts_value, ts_error, ts_failed = _typed("m", "$.timestamp", "timestamp", "timestamp")
     property_errors = []
     for rule in typed_properties:
-        _, error = _typed("m", f"$.properties.{rule['property']}", rule["type"], rule["property"])
+        _, error, _ = _typed("m", f"$.properties.{rule['property']}", rule["type"], rule["property"])
         property_errors.append(f"CASE WHEN event_name = {quote_literal(rule['event'])} THEN {error} END")
     errors = ", ".join([ts_error, *property_errors])
     return _frame(
@@ -76,8 +75,9 @@ def parse_events(con: duckdb.DuckDBPyConnection, source: SourceConfig, typed_pro
             FROM messages
         )
         SELECT file, line_no, record, parsed,
-            CASE WHEN parsed THEN list_filter([{errors}], e -> e IS NOT NULL)
+            CASE WHEN parsed THEN list_filter([{errors}], lambda e: e IS NOT NULL)
                  ELSE ['malformed_json: the line is not a JSON object'] END AS parse_errors,
+            list_filter([{ts_failed}], lambda c: c IS NOT NULL) AS unreadable_columns,
             event_id, event_type, event_name, anonymous_id, user_id, previous_id, group_id,
             coalesce({ts_value}, received_at) AS occurred_at,
             received_at,
@@ -117,11 +117,12 @@ def parse_changes(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> pl.Da
 
 
 def _table_sql(source: SourceConfig, table: str, image: str, extra: str, alias: str) -> str:
-    columns, errors = [], []
+    columns, errors, failed = [], [], []
     for name, kind in source.columns.items():
-        value, error = _typed("img", f"$.{name}", kind, name)
+        value, error, failed_column = _typed("img", f"$.{name}", kind, name)
         columns.append(f"{value} AS {quote_ident(name)}")
         errors.append(error)
+        failed.append(failed_column)
     j = alias or "j"
     return f"""
         WITH raw AS (
@@ -134,8 +135,9 @@ def _table_sql(source: SourceConfig, table: str, image: str, extra: str, alias: 
             SELECT *, {image.replace("record::JSON", j)} AS img FROM typed
         )
         SELECT file, line_no, record, parsed, loaded_at AS received_at,
-            CASE WHEN parsed THEN list_filter([{", ".join(errors)}], e -> e IS NOT NULL)
+            CASE WHEN parsed THEN list_filter([{", ".join(errors)}], lambda e: e IS NOT NULL)
                  ELSE ['malformed_json: the record is not a JSON object'] END AS parse_errors,
+            list_filter([{", ".join(failed)}], lambda c: c IS NOT NULL) AS unreadable_columns,
             {", ".join(columns)}{extra}
         FROM images
     """

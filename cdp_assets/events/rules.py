@@ -102,8 +102,13 @@ def _bound(value):
 def apply_rules(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
     """Adds `reasons` (list of "code: detail"): the frame's `parse_errors` first, then failing rules.
 
-    A record that could not be parsed at all (`parsed` false) carries only its parse error.
+    A record that could not be parsed at all (`parsed` false) carries only its parse error, and a rule
+    on a column whose value was present but unreadable is not reported twice.
     """
-    checks = [pl.when(pl.col("parsed") & rule.failing).then(pl.format(f"{rule.reason}: {{}}", rule.detail)) for rule in rules]
+    checks = [
+        pl.when(pl.col("parsed") & rule.failing & ~pl.col("unreadable_columns").list.contains(rule.column))
+        .then(pl.format(f"{rule.reason}: {{}}", rule.detail))
+        for rule in rules
+    ]
     combined = pl.concat_list([pl.col("parse_errors"), *checks]) if checks else pl.col("parse_errors")
     return frame.with_columns(reasons=combined.list.drop_nulls())

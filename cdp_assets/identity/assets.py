@@ -88,13 +88,13 @@ def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
     rules = load_identity_rules(config_dir() / "identity.yaml")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        identifiers = con.execute("SELECT * FROM core.identifiers").pl()
-        edges = con.execute("SELECT * FROM cdp.identity_edges").pl()
+        identifiers = con.sql("SELECT * FROM core.identifiers").pl()
+        edges = con.sql("SELECT * FROM cdp.identity_edges").pl()
         previous = None
         if table_exists(con, "cdp.id_map") and table_exists(con, "core.persons"):
             previous = PreviousIdentity(
-                id_map=con.execute("SELECT identifier_type, identifier_value, person_id FROM cdp.id_map").pl(),
-                persons=con.execute("SELECT person_id, created_at FROM core.persons").pl(),
+                id_map=con.sql("SELECT identifier_type, identifier_value, person_id FROM cdp.id_map").pl(),
+                persons=con.sql("SELECT person_id, created_at FROM core.persons").pl(),
             )
     resolution = resolve_persons(identifiers, edges, rules, previous=previous, now=now)
     with warehouse.connect() as con:

@@ -52,7 +52,7 @@ def identifier_sightings(con: duckdb.DuckDBPyConnection, sources: dict[str, Sour
             )
     columns = ", ".join(f"{quote_ident(name)}" for name in SIGHTING_SCHEMA)
     sql = " UNION ALL ".join(selects)
-    frame = con.execute(f"SELECT * FROM ({sql}) AS s({columns}) WHERE raw_value IS NOT NULL").pl()
+    frame = con.sql(f"SELECT * FROM ({sql}) AS s({columns}) WHERE raw_value IS NOT NULL").pl()
     return frame.cast(SIGHTING_SCHEMA)
 
 

@@ -1,0 +1,145 @@
+"""The whole graph, materialized in process over generated data: the public tables hold what the
+generator's ground truth implies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdp_resources.settings import config_dir
+
+pytestmark = pytest.mark.slow
+
+
+def test_definitions_load_and_every_asset_is_described():
+    from dagster import Definitions
+
+    from cdp_assets.definitions import defs
+
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys() if graph.get(key).is_materializable}
+    assert {"sources", "events", "identity", "profiles", "segments"} <= groups
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable:
+            assert node.description, f"{key.to_user_string()} has no description"
+            assert node.owners, f"{key.to_user_string()} has no owner"
+            assert node.kinds, f"{key.to_user_string()} has no kinds"
+    segment_files = sorted(p.stem for p in (config_dir() / "segments").glob("*.yaml"))
+    assert sorted(k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == "segments") == segment_files
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"web_hourly_job", "pos_daily_job", "orders_extract_job", "crm_customers_extract_job", "refresh_job"} <= jobs
+    assert {s.name for s in defs.sensors} >= {"web_landing_sensor", "crm_customers_cdc_sensor", "refresh_after_extract"}
+
+
+def test_run_succeeds_with_progress(demo):
+    assert demo.summary.success, demo.summary.failures
+    assert any(line.startswith("[1/") for line in demo.progress)
+    assert demo.summary.tables["cdp.events"] > 0
+
+
+def test_events_are_the_good_messages_once(demo, warehouse):
+    events, distinct = warehouse.execute("SELECT count(*), count(DISTINCT event_id) FROM cdp.events").fetchone()
+    assert events == distinct == demo.manifest["web_messages"]
+
+
+def test_bad_records_are_quarantined_with_their_reasons(demo, warehouse):
+    rows = warehouse.execute(
+        "SELECT source, split_part(reasons[1], ':', 1) AS code, count(*) FROM cdp.quarantine GROUP BY ALL"
+    ).fetchall()
+    found = {}
+    for source, code, count in rows:
+        found.setdefault(source, {})[code] = count
+    expected = {s: {k: v for k, v in codes.items() if v} for s, codes in demo.manifest["quarantine"].items()}
+    assert found == expected
+    reasons = warehouse.execute("SELECT reasons FROM cdp.quarantine").fetchall()
+    assert all(r[0] and all(":" in reason for reason in r[0]) for r in reasons)
+
+
+def test_unreadable_file_is_rejected_with_a_reason(demo, warehouse):
+    rejected = list((demo.data_dir / "landing" / "_rejected").rglob("*.gz"))
+    assert len(rejected) == demo.manifest["rejected_files"]
+    for path in rejected:
+        assert "cannot be read" in path.with_name(path.name + ".reason").read_text()
+    assert warehouse.execute("SELECT count(*) FROM raw.rejected_files").fetchone()[0] == demo.manifest["rejected_files"]
+
+
+def test_persons_are_found_back(demo, warehouse):
+    persons = warehouse.execute("SELECT count(DISTINCT person_id) FROM cdp.id_map").fetchone()[0]
+    assert persons == demo.manifest["persons"]
+    assert warehouse.execute("SELECT count(*) FROM cdp.profiles").fetchone()[0] == persons
+
+
+def test_family_laptop_stays_two_persons(demo, warehouse):
+    laptop = demo.manifest["family_laptop"]
+    owners = warehouse.execute(
+        "SELECT DISTINCT person_id FROM cdp.id_map WHERE identifier_type = 'user_id' AND identifier_value IN (SELECT unnest(?))",
+        [laptop["user_ids"]],
+    ).fetchall()
+    assert len(owners) == 2
+    links = warehouse.execute(
+        "SELECT count(*) FROM cdp.identity_edges WHERE right_type = 'anonymous_id' AND right_value = ?",
+        [laptop["anonymous_id"]],
+    ).fetchone()[0]
+    assert links >= 2  # both links stay recorded even though only one holds
+
+
+def test_example_person_is_one_profile_with_all_purchases(demo, warehouse):
+    person = demo.manifest["example_person"]
+    keys = [("user_id", person["user_id"]), ("email", person["email"]), ("phone", person["phone"]), ("crm_id", person["crm_id"])]
+    keys += [("anonymous_id", a) for a in person["anonymous_ids"]]
+    ids = {
+        warehouse.execute(
+            "SELECT person_id FROM cdp.id_map WHERE identifier_type = ? AND identifier_value = ?", list(key)
+        ).fetchone()
+        for key in keys
+    }
+    assert len(ids) == 1 and None not in ids
+    (person_id,) = ids.pop()
+    order_count, revenue, email = warehouse.execute(
+        "SELECT order_count, total_revenue, email FROM cdp.profiles WHERE person_id = ?", [person_id]
+    ).fetchone()
+    assert order_count == person["orders"] + person["pos_purchases"]
+    assert revenue == pytest.approx(person["order_revenue"] + person["pos_revenue"])
+    assert email == person["email"]
+
+
+def test_segments_match_their_rules(demo, warehouse):
+    vip = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.segment_membership WHERE segment = 'vip_buyers'").fetchall()}
+    expected = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.profiles WHERE total_revenue >= 500").fetchall()}
+    assert vip == expected and vip
+    entered = warehouse.execute(
+        "SELECT count(*) FROM cdp.segment_changes WHERE segment = 'vip_buyers' AND change = 'entered'"
+    ).fetchone()[0]
+    assert entered == len(vip)
+    abandoners = {r[0] for r in warehouse.execute(
+        "SELECT person_id FROM cdp.segment_membership WHERE segment = 'cart_abandoners'").fetchall()}
+    for person_id in abandoners:
+        names = {r[0] for r in warehouse.execute(
+            "SELECT event_name FROM core.person_events WHERE person_id = ? "
+            "AND occurred_at >= (SELECT max(changed_at) FROM cdp.segment_changes) - INTERVAL 2 HOUR", [person_id]).fetchall()}
+        assert "product_added" in names and "order_completed" not in names
+
+
+def _cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CDP_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([sys.executable, "-m", "cdp_assets.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_profile_command_shows_the_person(demo):
+    person = demo.manifest["example_person"]
+    noisy = "  " + person["email"].upper() + " "
+    result = _cli("profile", f"email:{noisy}", data_dir=demo.data_dir)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert {"type": "user_id", "value": person["user_id"]} in view["identifiers"]
+    assert view["profile"]["email"] == person["email"]
+    missing = _cli("profile", "email:nobody@nowhere.example", data_dir=demo.data_dir)
+    assert missing.returncode == 1 and "no person holds" in missing.stderr
