@@ -1,0 +1,101 @@
+"""The validation rules come from the Great Expectations suites; each kind is evaluated exactly."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import duckdb
+import polars as pl
+import pytest
+
+from cdp_assets.config import SourceConfig
+from cdp_assets.events.parse import parse_events, parse_table
+from cdp_assets.events.rules import EXPECTATIONS_DIR, SuiteError, apply_rules, load_suite, suite_rules
+
+PARAMS = {"max_event_time": datetime(2030, 1, 1)}
+WEB = SourceConfig(name="web", kind="events", partitions="hourly")
+
+
+def _raw(con, name: str, records: list[str]) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+    con.execute(f"CREATE TABLE raw.{name} (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+    con.executemany(f"INSERT INTO raw.{name} VALUES ('', 'f', ?, ?, TIMESTAMP '2026-01-01')", list(enumerate(records, 1)))
+
+
+def _judge_events(records: list[dict | str]) -> list[list[str]]:
+    con = duckdb.connect()
+    _raw(con, "web", [r if isinstance(r, str) else json.dumps(r) for r in records])
+    suite = load_suite("events")
+    frame = parse_events(con, WEB, suite["meta"]["typed_properties"])
+    judged = apply_rules(frame, suite_rules(suite, PARAMS, frame.columns, "events.json"))
+    return [[reason.split(":")[0] for reason in reasons] for reasons in judged.sort("line_no")["reasons"].to_list()]
+
+
+GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "product_added", "timestamp": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("change", "codes"),
+    [
+        ({}, []),
+        ({"anonymousId": None}, ["missing_identity"]),
+        ({"anonymousId": None, "userId": "u1"}, []),
+        ({"type": "purchase"}, ["unknown_type"]),
+        ({"timestamp": "yesterday"}, ["bad_timestamp"]),
+        ({"timestamp": "2099-01-01T00:00:00Z"}, ["timestamp_out_of_range"]),
+        ({"timestamp": "1999-12-31T00:00:00Z"}, ["timestamp_out_of_range"]),
+        ({"event": None}, ["missing_event_name"]),
+        ({"type": "identify", "event": None, "traits": {"email": "not-an-email"}}, ["invalid_email"]),
+        ({"event": "order_completed", "properties": {"revenue": "twelve"}}, ["wrong_type"]),
+        ({"event": "order_completed", "properties": {"revenue": 12.5}}, []),
+        ({"messageId": None}, ["missing_message_id"]),
+    ],
+)
+def test_event_rules(change, codes):
+    message = {**GOOD, **change}
+    assert _judge_events([{k: v for k, v in message.items() if v is not None}]) == [codes]
+
+
+def test_malformed_line_has_only_its_parse_error():
+    assert _judge_events(["{not json", '"a json string"']) == [["malformed_json"], ["malformed_json"]]
+
+
+def test_table_source_types_and_rules():
+    source = SourceConfig(
+        name="pos", kind="csv", partitions="daily", primary_key="receipt_id",
+        columns={"receipt_id": "string", "phone": "string", "amount": "number", "store_id": "string", "purchased_at": "timestamp"},
+    )
+    con = duckdb.connect()
+    rows = [
+        {"receipt_id": "r1", "phone": "4155550101", "amount": "12.50", "store_id": "s", "purchased_at": "2026-01-01 10:00:00"},
+        {"receipt_id": "r2", "phone": "4155550101", "amount": "abc", "store_id": "s", "purchased_at": "2026-01-01 10:00:00"},
+        {"receipt_id": "r3", "phone": "", "amount": "1", "store_id": "s", "purchased_at": "soon"},
+    ]
+    _raw(con, "pos", [json.dumps(r) for r in rows])
+    frame = parse_table(con, source)
+    judged = apply_rules(frame, suite_rules(load_suite("pos"), PARAMS, frame.columns, "pos.json")).sort("line_no")
+    assert judged["amount"].to_list()[0] == 12.5
+    codes = [[r.split(":")[0] for r in reasons] for reasons in judged["reasons"].to_list()]
+    assert codes == [[], ["wrong_type"], ["bad_timestamp", "missing_identity"]]
+
+
+def test_every_suite_is_a_valid_great_expectations_suite():
+    import great_expectations as gx
+
+    for path in EXPECTATIONS_DIR.glob("*.json"):
+        suite = gx.ExpectationSuite(**json.loads(path.read_text()))
+        assert suite.expectations, path
+
+
+def test_unsupported_expectation_is_an_error_naming_the_suite():
+    suite = {"expectations": [{"type": "expect_table_row_count_to_equal", "kwargs": {"column": "x"}}]}
+    with pytest.raises(SuiteError, match="my.json: expectations\\[0\\]"):
+        suite_rules(suite, PARAMS, ["x"], "my.json")
+    with pytest.raises(SuiteError, match="column 'nope'"):
+        suite_rules({"expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nope"}}]}, PARAMS, ["x"], "my.json")
+
+
+def test_apply_rules_without_rules_keeps_parse_errors():
+    frame = pl.DataFrame({"parsed": [True], "parse_errors": [["wrong_type: x"]], "unreadable_columns": [["x"]]})
+    assert apply_rules(frame, [])["reasons"].to_list() == [["wrong_type: x"]]
