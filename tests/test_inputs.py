@@ -100,3 +100,20 @@ def test_landing_sensor_requests_each_file_once(tmp_path, monkeypatch):
     [request] = sensor(third)
     assert request.partition_key == "2026-01-01-02:00"
     assert request.run_key != requests[1].run_key
+
+
+def test_partitioned_schedules_request_the_partition_that_just_closed():
+    from datetime import datetime, timezone
+
+    from dagster import build_schedule_context
+
+    from cdp_assets.config import SourceConfig
+    from cdp_assets.sources.jobs import source_job
+    from cdp_assets.sources.schedules import source_schedule
+
+    for partitions, expected in [("hourly", "2026-03-04-06:00"), ("daily", "2026-03-03")]:
+        source = SourceConfig(name="s", kind="csv", partitions=partitions, columns={"a": "string"})
+        schedule = source_schedule(source, source_job(source))
+        context = build_schedule_context(scheduled_execution_time=datetime(2026, 3, 4, 7, 5, tzinfo=timezone.utc))
+        [request] = list(schedule.evaluate_tick(context).run_requests)
+        assert request.partition_key == expected

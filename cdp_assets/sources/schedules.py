@@ -1,10 +1,25 @@
-"""Hourly schedules for event streams, daily for batch sources; pulls without partitions run daily."""
+"""Hourly schedules for event streams, daily for batch sources; pulls without partitions run daily.
 
-from dagster import ScheduleDefinition, build_schedule_from_partitioned_job
+A partitioned schedule requests the partition that just closed (the partitions include the one in
+progress, so files landing late in an hour are picked up by the sensor and then again by this run).
+"""
+
+from datetime import timedelta
+
+from dagster import RunRequest, ScheduleDefinition, ScheduleEvaluationContext, schedule
+
+CRON = {"hourly": "5 * * * *", "daily": "15 1 * * *"}
+STEP = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
 
 
 def source_schedule(source, job):
-    if source.partitions in ("hourly", "daily"):
-        # Runs just after each partition closes, for that partition.
-        return build_schedule_from_partitioned_job(job, minute_of_hour=5, hour_of_day=1 if source.partitions == "daily" else None)
-    return ScheduleDefinition(job=job, cron_schedule="30 1 * * *", execution_timezone="UTC")
+    if source.partitions == "none":
+        return ScheduleDefinition(job=job, cron_schedule="30 1 * * *", execution_timezone="UTC")
+
+    @schedule(name=f"{job.name}_schedule", job=job, cron_schedule=CRON[source.partitions], execution_timezone="UTC")
+    def _schedule(context: ScheduleEvaluationContext):
+        closed = context.scheduled_execution_time - STEP[source.partitions]
+        key = closed.strftime("%Y-%m-%d-%H:00" if source.partitions == "hourly" else "%Y-%m-%d")
+        return RunRequest(run_key=key, partition_key=key)
+
+    return _schedule
