@@ -115,5 +115,5 @@ def test_partitioned_schedules_request_the_partition_that_just_closed():
         source = SourceConfig(name="s", kind="csv", partitions=partitions, columns={"a": "string"})
         schedule = source_schedule(source, source_job(source))
         context = build_schedule_context(scheduled_execution_time=datetime(2026, 3, 4, 7, 5, tzinfo=timezone.utc))
-        [request] = list(schedule.evaluate_tick(context).run_requests)
+        request = schedule(context)
         assert request.partition_key == expected
