@@ -1,0 +1,86 @@
+"""Validation throughput: accepted events/second on N raw Segment messages (default 1M).
+
+Builds `raw.web` in a temporary DuckDB file with a realistic mix (about 2% bad records), then times the
+same two steps the `validate_records` asset runs: DuckDB JSON parsing (`parse_events`) and the row rules
+from expectations/events.json evaluated with polars (`apply_rules`).
+
+    .venv/bin/python benchmarks/validation_throughput.py [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from cdp_assets.config import SourceConfig
+from cdp_assets.events.parse import parse_events
+from cdp_assets.events.rules import apply_rules, load_suite, suite_rules
+
+
+def raw_lines(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        message = {
+            "type": rng.choice(["track", "track", "track", "page", "identify"]),
+            "messageId": f"m{i}",
+            "anonymousId": f"a{rng.randrange(n // 20 + 1)}",
+            "event": rng.choice(["product_viewed", "product_added", "order_completed"]),
+            "properties": {"price": round(rng.random() * 100, 2), "revenue": round(rng.random() * 300, 2)},
+            "traits": {"email": f"user{rng.randrange(n)}@example.com"},
+            "context": {"ip": "127.0.0.1", "userAgent": "bench"},
+            "timestamp": f"2026-11-{rng.randrange(1, 28):02d}T{rng.randrange(24):02d}:00:00Z",
+        }
+        bad = rng.random()
+        if bad < 0.005:
+            lines.append("{broken")
+            continue
+        if bad < 0.01:
+            message.pop("anonymousId")
+        elif bad < 0.015:
+            message["timestamp"] = "yesterday"
+        elif bad < 0.02:
+            message["properties"]["revenue"] = "twelve"
+        lines.append(json.dumps(message))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        con = duckdb.connect(str(Path(tmp) / "bench.duckdb"))
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+        import polars as pl
+
+        lines = pl.DataFrame({"record": raw_lines(args.events)}).with_row_index("line_no")  # noqa: F841
+        con.execute("INSERT INTO raw.web SELECT '', 'bench.jsonl', line_no, record, now()::TIMESTAMP FROM lines")
+        suite = load_suite("events")
+        source = SourceConfig(name="web", kind="events", partitions="hourly")
+        started = time.perf_counter()
+        frame = parse_events(con, source, suite["meta"]["typed_properties"])
+        parsed = time.perf_counter()
+        from datetime import datetime
+
+        rules = suite_rules(suite, {"max_event_time": datetime(2030, 1, 1)}, frame.columns, "events.json")
+        judged = apply_rules(frame, rules)
+        accepted = judged.filter(pl.col("reasons").list.len() == 0).height
+        done = time.perf_counter()
+    total = done - started
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    print(f"events: {args.events:,}  accepted: {accepted:,}  quarantined: {args.events - accepted:,}")
+    print(f"parse (DuckDB JSON): {parsed - started:.2f}s  rules (polars): {done - parsed:.2f}s  total: {total:.2f}s")
+    print(f"accepted events/second: {accepted / total:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
