@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -22,12 +25,25 @@ from dagster import ConfigurableResource
 from cdp_resources.settings import data_dir
 
 
+class ApiError(RuntimeError):
+    """The API kept failing after every retry, or answered with a client error."""
+
+
 class OrdersApiResource(ConfigurableResource):
-    """Base URL from `base_url_env` (default `CDP_ORDERS_API_URL`); unset, the sample API in the data dir."""
+    """Base URL from `base_url_env` (default `CDP_ORDERS_API_URL`); unset, the sample API in the data dir.
+
+    Transient failures (connection errors, timeouts, 5xx) are retried with exponential backoff and full
+    jitter; 429 waits for `Retry-After`; calls are spaced to stay under `calls_per_minute`.
+    """
 
     base_url_env: str = "CDP_ORDERS_API_URL"
     page_size: int = 500
-    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    calls_per_minute: int = 5000
 
     @contextmanager
     def endpoint(self) -> Iterator[str]:
@@ -39,19 +55,79 @@ class OrdersApiResource(ConfigurableResource):
             yield local_url
 
     def pages(self, base_url: str, cursor: str | None) -> Iterator[tuple[list[dict], str | None]]:
-        """(orders, cursor after them) page by page, starting after `cursor`."""
+        """(orders, cursor after them) page by page, starting after `cursor`.
+
+        After the last page the cursor stays at the one that fetched it, since the API's cursors are
+        opaque: the next pull re-reads that page and picks up what was added to it. A page whose next
+        cursor does not move forward ends the pull (an API repeating a page must not make us loop);
+        records seen twice are deduplicated by primary key downstream.
+        """
+        pacer = _Pacer(self.calls_per_minute)
         with requests.Session() as session:
             while True:
                 params = {"limit": self.page_size, **({"cursor": cursor} if cursor else {})}
-                response = session.get(f"{base_url}/orders", params=params, timeout=self.timeout_s)
-                response.raise_for_status()
-                body = response.json()
+                body = self._get_json(session, f"{base_url}/orders", params, pacer)
                 orders = body.get("data") or []
+                next_cursor = body.get("next_cursor")
                 if orders:
-                    cursor = body.get("next_cursor") or cursor
-                    yield orders, cursor
-                if not orders or not body.get("next_cursor"):
+                    yield orders, next_cursor or cursor
+                if not orders or not next_cursor or next_cursor == cursor:
                     return
+                cursor = next_cursor
+
+    def _get_json(self, session: requests.Session, url: str, params: dict, pacer: "_Pacer") -> dict:
+        for attempt in range(1, self.max_attempts + 1):
+            pacer.wait()
+            try:
+                response = session.get(url, params=params, timeout=(self.connect_timeout_s, self.read_timeout_s))
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure, delay = f"{type(exc).__name__}: {exc}", self._backoff(attempt)
+            else:
+                if response.status_code == 429:
+                    failure, delay = "429 Too Many Requests", retry_after(response) or self._backoff(attempt)
+                elif response.status_code >= 500:
+                    failure, delay = f"{response.status_code} {response.reason}", self._backoff(attempt)
+                elif response.status_code >= 400:
+                    raise ApiError(f"GET {response.url}: {response.status_code} {response.text[:200]}")
+                else:
+                    return response.json()
+            if attempt == self.max_attempts:
+                raise ApiError(f"GET {url} failed {attempt} times, last: {failure}")
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class _Pacer:
+    """Spaces calls evenly so a pull never exceeds the configured calls per minute."""
+
+    def __init__(self, calls_per_minute: int):
+        self.interval = 60.0 / calls_per_minute if calls_per_minute > 0 else 0.0
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            time.sleep(self.next_at - now)
+        self.next_at = max(now, self.next_at) + self.interval
+
 
 
 def order_position(order: dict) -> str:
