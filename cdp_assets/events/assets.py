@@ -104,6 +104,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             event_rows = replace_table(con, "cdp.events", event_frame)
             quarantine_frame = pl.concat(quarantines)
             quarantine_rows = replace_table(con, "cdp.quarantine", quarantine_frame)
+            replace_table(con, "validated.reconciliation", _reconciliation(results, sources))
             table_rows = {}
             for source in table_sources:
                 accepted = results[source.name][1]
@@ -147,6 +148,18 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             )
 
     return validate_records
+
+
+def _reconciliation(results: dict, sources: dict[str, SourceConfig]) -> pl.DataFrame:
+    """Per source: raw records in, accepted, quarantined (the reconciliation check reads this)."""
+    rows = [
+        (name, total, total - len(quarantine), len(quarantine), sources[name].kind)
+        for name, (total, _, quarantine) in results.items()
+    ]
+    return pl.DataFrame(
+        rows, orient="row",
+        schema={"source": pl.String, "records": pl.Int64, "accepted": pl.Int64, "quarantined": pl.Int64, "kind": pl.String},
+    )
 
 
 def _events(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -1,8 +1,8 @@
 from dagster import Definitions
 
 from cdp_assets.events.assets import validation_assets
-from cdp_assets.events.checks import unique_event_ids
+from cdp_assets.events.checks import records_reconcile, unique_event_ids
 
 
 def definitions() -> Definitions:
-    return Definitions(assets=[validation_assets()], asset_checks=[unique_event_ids])
+    return Definitions(assets=[validation_assets()], asset_checks=[unique_event_ids, records_reconcile])
