@@ -75,12 +75,16 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
             assets, selection=selection, resources=resources, instance=instance, tags=tags,
             run_config=QUIET, raise_on_error=False,
         )
-        failed = [e for e in result.all_events if e.is_step_failure or (e.is_asset_check_evaluation and not e.event_specific_data.asset_check_evaluation.passed)]
+        failed = [e.message for e in result.all_events if e.is_step_failure]
+        failed += [
+            f"check {c.check_name} on {c.asset_key.to_user_string()} failed"
+            for c in result.get_asset_check_evaluations() if not c.passed
+        ]
         status = "ok" if result.success else "FAILED"
         progress(f"[{number}/{len(steps)}] {name}: {status} in {time.monotonic() - started:.1f}s")
         if not result.success:
             summary.success = False
-            summary.failures += [f"{name}: {e.message}" for e in failed] or [f"{name}: run failed"]
+            summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
             break
     _fill_summary(summary, resources["warehouse"])
     return summary

@@ -23,7 +23,7 @@ from cdp_resources.settings import config_dir
 from cdp_resources.warehouse import replace_table, table_exists
 
 MERGES_DDL = """CREATE TABLE IF NOT EXISTS cdp.identity_merges (
-    from_person_id VARCHAR, to_person_id VARCHAR, reason VARCHAR, at TIMESTAMP)"""
+    from_person_id VARCHAR, to_person_id VARCHAR, reason VARCHAR, "at" TIMESTAMP)"""
 
 _sources = load_sources()
 
@@ -104,7 +104,7 @@ def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
         con.execute(MERGES_DDL)
         if not resolution.merges.is_empty():
             merges = resolution.merges  # noqa: F841 (read by DuckDB's replacement scan)
-            con.execute("INSERT INTO cdp.identity_merges SELECT from_person_id, to_person_id, reason, at FROM merges")
+            con.execute('INSERT INTO cdp.identity_merges SELECT from_person_id, to_person_id, reason, "at" FROM merges')
         con.execute("COMMIT")
     context.log.info(f"{rows} identifiers → {persons} persons, {len(resolution.merges)} merges/splits")
     reasons = _counts(resolution.merges, "reason") if len(resolution.merges) else {}

@@ -2,7 +2,7 @@
 {% macro normalized_identifier(identifier_type, raw_value) -%}
     (select l.identifier_value
      from {{ source('core', 'identifier_lookup') }} as l
-     where l.identifier_type = '{{ identifier_type }}' and l.raw_value = {{ raw_value }}::varchar)
+     where l.identifier_type = '{{ identifier_type }}' and l.raw_value = ({{ raw_value }})::varchar)
 {%- endmacro %}
 
 {# The person holding a normalized identifier, from cdp.id_map. #}
