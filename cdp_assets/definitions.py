@@ -11,15 +11,19 @@ from cdp_assets.resources import resources
 from cdp_assets.segments import definitions as segments_defs
 from cdp_assets.sources import definitions as sources_defs
 
-_sources = sources_defs.definitions()
 
-defs = Definitions.merge(
-    _sources,
-    events_defs.definitions(),
-    identity_defs.definitions(),
-    dbt_defs.definitions(),
-    profiles_defs.definitions(),
-    segments_defs.definitions(),
-    refresh.definitions(list(_sources.jobs)),
-    Definitions(resources=resources()),
-)
+def build_definitions() -> Definitions:
+    sources = sources_defs.definitions()
+    return Definitions.merge(
+        sources,
+        events_defs.definitions(),
+        identity_defs.definitions(),
+        dbt_defs.definitions(),
+        profiles_defs.definitions(),
+        segments_defs.definitions(),
+        refresh.definitions(list(sources.jobs)),
+        Definitions(resources=resources()),
+    )
+
+
+defs = build_definitions()

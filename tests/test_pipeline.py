@@ -38,6 +38,23 @@ def test_definitions_load_and_every_asset_is_described():
     assert {s.name for s in defs.sensors} >= {"web_landing_sensor", "crm_customers_cdc_sensor", "refresh_after_extract"}
 
 
+def test_code_location_loads_without_warnings():
+    """What `dagster dev` shows: no Dagster warning (beta, preview, superseded) and none from our code."""
+    script = (
+        "import warnings, json\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import cdp_assets.definitions\n"
+        "print(json.dumps([[w.category.__module__, w.category.__name__, w.filename, str(w.message)] for w in caught]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    caught = json.loads(result.stdout.strip().splitlines()[-1])
+    ours = [w for w in caught if w[0].startswith("dagster") or "/cdp_assets/" in w[2] or "/cdp_resources/" in w[2]]
+    assert ours == []
+
+
 def test_run_succeeds_with_progress(demo):
     assert demo.summary.success, demo.summary.failures
     assert any(line.startswith("[1/") for line in demo.progress)
