@@ -57,14 +57,15 @@ def identifier_sightings(con: duckdb.DuckDBPyConnection, sources: dict[str, Sour
 
 
 def normalized_sightings(sightings: pl.DataFrame, rules: IdentityRules) -> pl.DataFrame:
-    """Sightings with `identifier_value` (normalized, §4); values that normalize to nothing are dropped."""
+    """Sightings with `identifier_value` (normalized, §4), without values that normalize to nothing or are
+    blocked: a blocked value must not become a record's anchor and leave its other identifiers unlinked."""
     normalized = normalize_identifiers(
         sightings.with_columns(identifier_value=pl.col("raw_value")),
         "identifier_type",
         "identifier_value",
         rules.default_phone_region,
     )
-    return normalized.filter(pl.col("identifier_value").is_not_null())
+    return normalized.filter(pl.col("identifier_value").is_not_null() & ~rules.blocked())
 
 
 def identity_edges(sightings: pl.DataFrame, rules: IdentityRules) -> pl.DataFrame:

@@ -1,0 +1,1 @@
+"""Identity resolution: normalized identifiers, the rules in `config/identity.yaml`, persons (OneID)."""
