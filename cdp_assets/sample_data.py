@@ -1,0 +1,383 @@
+"""A deterministic fictional shop in the contract's input formats, with its ground truth.
+
+Registered customers browse anonymously on one to three devices, sign up and later log in on each device;
+some visitors never sign up; two accounts share a family laptop; emails carry case and space noise and
+phones come in mixed formats. The CRM arrives as Debezium change files, orders through the (local) orders
+API, store purchases as daily CSV exports. A known number of bad records of several kinds is mixed in.
+`sample_manifest.json` records what a correct pipeline must find back (persons, quarantined records by
+reason, an example person's purchases). Same arguments, same bytes: only `random.Random(seed)` is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+FIRST = ["Ann", "Bob", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Liam",
+         "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Will", "Yara", "Zoe"]
+LAST = ["Smith", "Martin", "Garcia", "Rossi", "Novak", "Kim", "Dubois", "Silva", "Khan", "Jensen", "Weber",
+        "Costa", "Lopez", "Meyer", "Sato", "Haddad", "Olsen", "Moreau", "Nagy", "Brown"]
+CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Lisbon", "Rome", "Vienna", "Oslo", "Dublin", "Prague"]
+AREAS = ["201", "202", "206", "212", "213", "303", "305", "312", "404", "415", "503", "512", "617", "702",
+         "718", "808", "801", "857", "917", "971"]
+PRODUCTS = [f"sku_{n:04d}" for n in range(1, 61)]
+CATEGORIES = ["shoes", "shirts", "bags", "hats", "socks"]
+PAGES = ["home", "category", "product", "cart", "about"]
+
+
+@dataclass
+class Person:
+    index: int
+    kind: str  # registered | anonymous | offline | walk_in
+    first: str
+    last: str
+    email: str = ""
+    phone: str = ""  # E.164
+    user_id: str = ""
+    crm_id: str = ""
+    devices: list[tuple[str, str | None]] = field(default_factory=list)  # (anonymous id, device id)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _Shop:
+    def __init__(self, events: int, seed: int, end: datetime, days: int):
+        self.rng = random.Random(seed)
+        self.end = end
+        self.start = end - timedelta(days=days)
+        self.events_target = events
+        self.counter = 0
+        self.persons: list[Person] = []
+
+    def ident(self, prefix: str) -> str:
+        return f"{prefix}-{self.rng.getrandbits(64):016x}"
+
+    def moment(self, recent: bool = False) -> datetime:
+        if recent:  # inside the last 100 minutes: cart abandoners and "today" segments have members
+            return self.end - timedelta(seconds=self.rng.uniform(60, 6000))
+        span = (self.end - self.start).total_seconds()
+        return self.start + timedelta(seconds=self.rng.uniform(0, span - 1))
+
+    def noisy_email(self, email: str) -> str:
+        return self.rng.choice([email, f"  {email.title()} ", email.upper(), f"{email} "])
+
+    def noisy_phone(self, e164: str) -> str:
+        area, line = e164[2:5], e164[8:]
+        return self.rng.choice([f"+1 {area}-555-{line}", f"({area}) 555-{line}", f"{area}555{line}", f"{area}.555.{line}"])
+
+    def person(self, kind: str) -> Person:
+        index = len(self.persons)
+        person = Person(index, kind, self.rng.choice(FIRST), self.rng.choice(LAST))
+        if kind != "anonymous":
+            person.phone = f"+1{AREAS[index % len(AREAS)]}555{100 + index // len(AREAS):04d}"
+        if kind in ("registered", "offline"):
+            person.email = f"{person.first}.{person.last}.{index}@example.com".lower()
+        if kind == "registered":
+            person.user_id = f"u_{index:06d}"
+        if kind in ("registered", "anonymous"):
+            for _ in range(1 if kind == "anonymous" else self.rng.choice([1, 1, 2, 3])):
+                person.devices.append((self.ident("anon"), self.ident("dev") if self.rng.random() < 0.4 else None))
+        self.persons.append(person)
+        return person
+
+
+def _message(shop: _Shop, kind: str, at: datetime, anonymous_id: str | None, user_id: str | None,
+             device_id: str | None, **fields) -> dict:
+    shop.counter += 1
+    message = {"type": kind, "messageId": f"msg-{shop.counter:08d}-{shop.rng.getrandbits(32):08x}"}
+    if anonymous_id:
+        message["anonymousId"] = anonymous_id
+    if user_id:
+        message["userId"] = user_id
+    message.update(fields)
+    context = {"ip": f"203.0.113.{shop.rng.randrange(1, 255)}", "library": {"name": "analytics.js", "version": "5.2.0"}}
+    if device_id:
+        context["device"] = {"id": device_id, "type": "ios"}
+    message["context"] = context
+    message["timestamp"] = _iso(at)
+    received = at + timedelta(milliseconds=shop.rng.randrange(50, 4000))
+    message["sentAt"] = _iso(at + timedelta(milliseconds=20))
+    message["receivedAt"] = _iso(received)
+    message["source"] = "web"
+    return message
+
+
+def _browse(shop: _Shop, person: Person, device: tuple[str, str | None], user_id: str | None, count: int,
+            recent: bool = False) -> list[dict]:
+    anonymous_id, device_id = device
+    messages = []
+    for _ in range(count):
+        at = shop.moment(recent)
+        product = shop.rng.choice(PRODUCTS)
+        roll = shop.rng.random()
+        if roll < 0.35:
+            messages.append(_message(shop, "page", at, anonymous_id, user_id, device_id,
+                                     name=shop.rng.choice(PAGES), properties={"path": f"/{shop.rng.choice(PAGES)}"}))
+        elif roll < 0.75:
+            messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_viewed",
+                                     properties={"product_id": product, "category": shop.rng.choice(CATEGORIES)}))
+        elif roll < 0.93 or user_id is None:
+            messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_added",
+                                     properties={"product_id": product, "price": round(shop.rng.uniform(5, 120), 2),
+                                                 "category": shop.rng.choice(CATEGORIES)}))
+        else:
+            messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="order_completed",
+                                     properties={"order_id": shop.ident("web-order"), "currency": "EUR",
+                                                 "revenue": round(shop.rng.uniform(20, 300), 2), "products": [product]}))
+    return messages
+
+
+def _identify(shop: _Shop, person: Person, device: tuple[str, str | None], at: datetime, sign_up: bool) -> list[dict]:
+    traits = {"email": shop.noisy_email(person.email), "first_name": person.first, "last_name": person.last}
+    if sign_up:
+        traits.update(phone=shop.noisy_phone(person.phone), city=shop.rng.choice(CITIES))
+    messages = [_message(shop, "identify", at, device[0], person.user_id, device[1], traits=traits)]
+    event = "signed_up" if sign_up else "logged_in"
+    messages.append(_message(shop, "track", at + timedelta(seconds=2), device[0], person.user_id, device[1], event=event, properties={}))
+    return messages
+
+
+def _web_messages(shop: _Shop, per_person: float) -> tuple[list[dict], dict]:
+    messages: list[dict] = []
+    registered = [p for p in shop.persons if p.kind == "registered"]
+    # The family laptop: two registered accounts (not the example person) identify on one shared device.
+    laptop = (shop.ident("anon"), None)
+    for member in registered[1:3]:
+        member.devices.append(laptop)
+    for person in shop.persons:
+        if person.kind not in ("registered", "anonymous"):
+            continue
+        budget = max(2, int(shop.rng.expovariate(1 / per_person)))
+        for number, device in enumerate(person.devices):
+            share = max(1, budget // len(person.devices))
+            anonymous = max(1, share // 3)
+            messages += _browse(shop, person, device, None, anonymous)
+            if person.kind == "registered":
+                messages += _identify(shop, person, device, shop.moment(), sign_up=number == 0)
+                messages += _browse(shop, person, device, person.user_id, max(0, share - anonymous - 2),
+                                    recent=shop.rng.random() < 0.08)
+    for person in registered[3:6]:  # alias: an old anonymous id joins its user
+        messages.append(_message(shop, "alias", shop.moment(), None, person.user_id, None, previousId=shop.ident("anon")))
+    for person in registered[6:8]:  # group calls: accounts, not identities
+        messages.append(_message(shop, "group", shop.moment(), person.devices[0][0], person.user_id, None,
+                                 groupId=f"acct-{person.index}", traits={"name": f"{person.last} Ltd"}))
+    return messages, {"anonymous_id": laptop[0], "user_ids": [m.user_id for m in registered[1:3]]}
+
+
+def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[tuple[datetime, str]], dict]:
+    bad: list[tuple[datetime, str]] = []
+    person = registered[-1]
+    device = person.devices[0]
+
+    def add(message: dict):
+        bad.append((shop.moment(), json.dumps(message, separators=(",", ":"))))
+
+    for _ in range(k):
+        at = shop.moment()
+        bad.append((at, '{"type":"track","messageId":"broken-' + f"{shop.counter}" + '","event":"product_vie'))
+        shop.counter += 1
+        add({k2: v for k2, v in _message(shop, "track", at, None, None, None, event="product_viewed", properties={}).items()})
+        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties={})
+        m["timestamp"] = "yesterday"
+        add(m)
+        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties={})
+        m["timestamp"] = "2099-01-01T00:00:00.000Z" if _ % 2 == 0 else "1999-06-01T00:00:00.000Z"
+        add(m)
+        add(_message(shop, "purchase", at, device[0], person.user_id, None, properties={"sku": "sku_0001"}))
+        add(_message(shop, "track", at, device[0], person.user_id, None, event="order_completed",
+                     properties={"order_id": shop.ident("web-order"), "revenue": "twelve", "currency": "EUR"}))
+    codes = {"malformed_json": k, "missing_identity": k, "bad_timestamp": k, "timestamp_out_of_range": k,
+             "unknown_type": k, "wrong_type": k}
+    return bad, codes
+
+
+def _write_landing(root: Path, good: list[dict], bad: list[tuple[datetime, str]], duplicates: int, shop: _Shop) -> int:
+    lines: list[tuple[str, str]] = [(m["receivedAt"], json.dumps(m, separators=(",", ":"))) for m in good]
+    lines += [(_iso(at), text) for at, text in bad]
+    for index in shop.rng.sample(range(len(good)), duplicates):  # the same delivery landed twice
+        lines.append((good[index]["receivedAt"], json.dumps(good[index], separators=(",", ":"))))
+    by_hour: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for received, text in lines:
+        by_hour[(received[:10], received[11:13])].append((received, text))
+    for (day, hour), rows in sorted(by_hour.items()):
+        folder = root / "landing" / "web" / f"dt={day}" / f"hour={hour}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows.sort()
+        (folder / "part-00000.jsonl").write_text("".join(text + "\n" for _, text in rows))
+    day, hour = sorted(by_hour)[len(by_hour) // 2]
+    corrupt = root / "landing" / "web" / f"dt={day}" / f"hour={hour}" / "part-00001.jsonl.gz"
+    corrupt.write_bytes(b"this is not gzip data\n" * 4)
+    return len(by_hour)
+
+
+def _crm_files(shop: _Shop, root: Path) -> tuple[int, int, str]:
+    """Debezium change files; returns (current rows, files, deleted crm id)."""
+    folder = root / "cdc" / "crm_customers"
+    folder.mkdir(parents=True, exist_ok=True)
+    customers = [p for p in shop.persons if p.crm_id]
+    lsn = 1000
+    ts = int(shop.start.replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+    def row(person: Person, city: str, email: str) -> dict:
+        gender = shop.rng.choice(["female", "male", None])
+        return {"id": person.crm_id, "email": email, "phone": shop.noisy_phone(person.phone) if person.phone else None,
+                "first_name": person.first, "last_name": person.last, "gender": gender, "city": city,
+                "updated_at": _iso(datetime.fromtimestamp(ts / 1000, timezone.utc).replace(tzinfo=None))}
+
+    def change(op: str, before: dict | None, after: dict | None) -> str:
+        nonlocal lsn, ts
+        lsn += shop.rng.randrange(1, 50)
+        ts += shop.rng.randrange(1000, 60000)
+        envelope = {"before": before, "after": after, "op": op, "ts_ms": ts,
+                    "source": {"ts_ms": ts, "lsn": lsn, "db": "crm", "table": "customers"}}
+        return json.dumps({"payload": envelope}, separators=(",", ":"))
+
+    half = len(customers) // 2
+    images = {p.crm_id: row(p, shop.rng.choice(CITIES), p.email) for p in customers}
+    snapshot = [change("r", None, images[p.crm_id]) for p in customers[:half]]
+    creates = [change("c", None, images[p.crm_id]) for p in customers[half:]]
+    creates.insert(len(creates) // 2, '{"payload":{"op":"c","after":{"id":"crm_broken"')
+    updates = []
+    for person in customers[1::10]:
+        before = images[person.crm_id]
+        after = dict(before, city=shop.rng.choice(CITIES), email=before["email"].upper())
+        images[person.crm_id] = after
+        updates.append(change("u", before, after))
+    deleted = next(p for p in reversed(customers) if p.kind == "registered" and p.index > 10)
+    updates.append(change("d", images[deleted.crm_id], None))
+    for number, lines in enumerate([snapshot, creates, updates], start=1):
+        (folder / f"{number:04d}.jsonl").write_text("".join(line + "\n" for line in lines))
+    return len(customers) - 1, 3, deleted.crm_id
+
+
+def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
+    folder = root / "api" / "orders"
+    folder.mkdir(parents=True, exist_ok=True)
+    orders, per_person = [], defaultdict(lambda: [0, 0.0])
+    for person in shop.persons:
+        if person.kind != "registered":
+            continue
+        count = shop.rng.choice([0, 0, 1, 1, 2, 3, 5]) if person is not example else 2
+        for _ in range(count):
+            amount = round(shop.rng.uniform(20, 300), 2)
+            status = "refunded" if shop.rng.random() < 0.1 and person is not example else "completed"
+            orders.append({"order_id": shop.ident("ord"), "customer_email": shop.noisy_email(person.email),
+                           "amount": amount, "currency": "EUR", "status": status,
+                           "items": sorted(shop.rng.sample(PRODUCTS, shop.rng.randrange(1, 4))),
+                           "created_at": _iso(shop.moment())})
+            if status == "completed":
+                per_person[person.index][0] += 1
+                per_person[person.index][1] += amount
+    someone = example.email
+    orders.append({"order_id": shop.ident("ord"), "customer_email": someone, "amount": "twelve", "currency": "EUR",
+                   "status": "completed", "items": ["sku_0001"], "created_at": _iso(shop.moment())})
+    orders.append({"order_id": shop.ident("ord"), "customer_email": "not-an-email", "amount": 10.0, "currency": "EUR",
+                   "status": "completed", "items": ["sku_0002"], "created_at": _iso(shop.moment())})
+    orders.sort(key=lambda o: (o["created_at"], o["order_id"]))
+    (folder / "orders.jsonl").write_text("".join(json.dumps(o, separators=(",", ":")) + "\n" for o in orders))
+    return len(orders) - 2, per_person
+
+
+def _pos(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
+    folder = root / "imports" / "pos"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, per_person = [], defaultdict(lambda: [0, 0.0])
+    for person in shop.persons:
+        if not person.phone or person.kind == "offline":
+            continue
+        if person.kind == "walk_in":
+            count = shop.rng.choice([1, 2])
+        elif person is example:
+            count = 2
+        else:
+            count = shop.rng.choice([0, 0, 0, 1, 2])
+        for _ in range(count):
+            amount = round(shop.rng.uniform(5, 150), 2)
+            at = shop.moment()
+            rows.append([shop.ident("rcpt"), shop.noisy_phone(person.phone), f"{amount:.2f}",
+                         f"store-{shop.rng.randrange(1, 9):02d}", at.strftime("%Y-%m-%d %H:%M:%S")])
+            per_person[person.index][0] += 1
+            per_person[person.index][1] += amount
+    good = len(rows)
+    rows.append([shop.ident("rcpt"), shop.noisy_phone(example.phone), "abc", "store-01", shop.moment().strftime("%Y-%m-%d %H:%M:%S")])
+    rows.append([shop.ident("rcpt"), shop.noisy_phone(example.phone), "12.00", "store-01", "not-a-date"])
+    by_day: dict[str, list[list[str]]] = defaultdict(list)
+    for r in rows:
+        day = r[4][:10] if r[4][:4].isdigit() else rows[0][4][:10]
+        by_day[day].append(r)
+    for day, day_rows in sorted(by_day.items()):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["receipt_id", "phone", "amount", "store_id", "purchased_at"])
+        writer.writerows(sorted(day_rows, key=lambda r: r[4]))
+        (folder / f"pos_{day}.csv").write_text(buffer.getvalue())
+    return good, per_person
+
+
+def generate_sample_data(data_dir: Path, events: int = 100_000, seed: int = 7, end: datetime | None = None,
+                         days: int = 30, log=print) -> dict:
+    """Write the sample shop into `data_dir`; returns (and writes) its ground-truth manifest."""
+    data_dir = Path(data_dir)
+    end = end or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    shop = _Shop(events, seed, end, days)
+    n_persons = max(24, events // 40)
+    for _ in range(int(n_persons * 0.7)):
+        shop.person("registered")
+    for _ in range(int(n_persons * 0.22)):
+        shop.person("anonymous")
+    for _ in range(max(2, int(n_persons * 0.04))):
+        shop.person("offline")
+    for _ in range(max(2, int(n_persons * 0.04))):
+        shop.person("walk_in")
+    registered = [p for p in shop.persons if p.kind == "registered"]
+    for person in shop.persons:
+        if person.kind == "offline" or (person.kind == "registered" and (person.index == 0 or shop.rng.random() < 0.8)):
+            person.crm_id = f"crm_{person.index:06d}"
+    example = registered[0]
+
+    web_persons = [p for p in shop.persons if p.kind in ("registered", "anonymous")]
+    good, laptop = _web_messages(shop, per_person=events / len(web_persons) * 1.25)
+    bad_k = max(2, events // 20_000)
+    bad, web_codes = _bad_web_lines(shop, registered, bad_k)
+    duplicates = max(3, events // 1000)
+    hours = _write_landing(data_dir, good, bad, duplicates, shop)
+    log(f"  web: {len(good):,} messages (+{duplicates} duplicate deliveries, {len(bad)} bad lines) in {hours} hourly folders, 1 corrupt file")
+    crm_current, crm_files, deleted = _crm_files(shop, data_dir)
+    log(f"  crm_customers: {crm_current:,} customers after changes in {crm_files} Debezium files (1 delete, 1 malformed line)")
+    orders, order_totals = _orders(shop, data_dir, example)
+    log(f"  orders: {orders:,} orders for the API (+2 bad)")
+    purchases, pos_totals = _pos(shop, data_dir, example)
+    log(f"  pos: {purchases:,} store purchases in daily CSV files (+2 bad rows)")
+
+    manifest = {
+        "seed": seed, "events_requested": events, "end": _iso(end),
+        "web_messages": len(good), "web_duplicate_lines": duplicates,
+        "quarantine": {"web": web_codes, "crm_customers": {"malformed_json": 1},
+                       "orders": {"wrong_type": 1, "invalid_email": 1}, "pos": {"wrong_type": 1, "bad_timestamp": 1}},
+        "rejected_files": 1,
+        "persons": len(shop.persons),
+        "registered_persons": len(registered),
+        "anonymous_visitors": sum(p.kind == "anonymous" for p in shop.persons),
+        "offline_crm_customers": sum(p.kind == "offline" for p in shop.persons),
+        "walk_in_customers": sum(p.kind == "walk_in" for p in shop.persons),
+        "crm_customers_current": crm_current, "crm_deleted": deleted,
+        "orders": orders, "pos_purchases": purchases,
+        "family_laptop": laptop,
+        "example_person": {
+            "user_id": example.user_id, "email": example.email, "phone": example.phone, "crm_id": example.crm_id,
+            "anonymous_ids": [d[0] for d in example.devices],
+            "orders": order_totals[example.index][0], "order_revenue": round(order_totals[example.index][1], 2),
+            "pos_purchases": pos_totals[example.index][0], "pos_revenue": round(pos_totals[example.index][1], 2),
+        },
+    }
+    (data_dir / "sample_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"  {manifest['persons']:,} persons in truth; manifest in {data_dir / 'sample_manifest.json'}")
+    return manifest
