@@ -1,0 +1,1 @@
+"""Segments: rule files in `config/segments/` compiled to DuckDB SQL (`compiler`), one asset each (`assets`)."""
