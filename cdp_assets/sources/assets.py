@@ -68,7 +68,12 @@ def build_source_asset(source: SourceConfig) -> AssetsDefinition:
         landing_zone: LandingZoneResource,
         orders_api: OrdersApiResource,
     ) -> MaterializeResult:
-        return extract(context, source, warehouse, landing_zone, orders_api)
+        if source.kind == "api":  # commits page by page; holding the lock over HTTP would stall others
+            return extract(context, source, warehouse, landing_zone, orders_api)
+        # File extracts list, read, reject and store under the warehouse lock, so two runs never both
+        # read a file that one of them is moving to _rejected.
+        with warehouse.lock():
+            return extract(context, source, warehouse, landing_zone, orders_api)
 
     return _source_asset
 
