@@ -24,18 +24,15 @@ $(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
 	$(BIN)/dagster-dbt project prepare-and-package --file cdp_assets/dbt/project.py
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
-
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install
 	$(BIN)/cdp demo
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:
-	rm -rf $(VENV) dbt/target .dagster
+	rm -rf $(VENV) dbt/target
+	find .dagster -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
