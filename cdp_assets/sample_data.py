@@ -178,7 +178,8 @@ def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[
     device = person.devices[0]
 
     def add(message: dict):
-        bad.append((shop.moment(), json.dumps(message, separators=(",", ":"))))
+        received = datetime.strptime(message["receivedAt"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        bad.append((received, json.dumps(message, separators=(",", ":"))))
 
     for _ in range(k):
         at = shop.moment()
