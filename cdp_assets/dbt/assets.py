@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from cdp_assets.dbt.project import dbt_project
@@ -41,7 +41,32 @@ translator = CdpTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_ch
     pool="warehouse",
 )
 def cdp_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """Build (run + test) the selected dbt models while holding the warehouse lock."""
+    """Build (run + test) the selected dbt models while holding the warehouse lock.
+
+    Row counts are added once dbt has finished: while it runs, its process holds the DuckDB file.
+    """
     os.environ["CDP_DATA_DIR"] = str(data_dir())  # dbt's profile reads the same, absolute, data dir
     with warehouse.lock():
-        yield from dbt.cli(["build"], context=context).stream()
+        events = list(dbt.cli(["build"], context=context).stream())
+        with warehouse.connect() as con:
+            for event in events:
+                yield _with_row_count(context, con, event)
+
+
+def _with_row_count(context: AssetExecutionContext, con, event):
+    if isinstance(event, Output):
+        key = context.asset_key_for_output(event.output_name)
+    elif isinstance(event, AssetMaterialization):
+        key = event.asset_key
+    else:
+        return event
+    if len(key.path) != 2:
+        return event
+    schema, table = key.path
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchone()[0]
+    if not exists:
+        return event
+    rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
+    return event.with_metadata({**event.metadata, "dagster/row_count": rows})
