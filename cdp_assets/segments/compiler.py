@@ -884,7 +884,7 @@ class _Compiler:
             follow_filters = [
                 q(f"{f}.person_id = {e}.person_id"),
                 *self.event_filters(f, follow.event, None, follow.where),
-                q(f"{f}.occurred_at >= {e}.occurred_at"),
+                q(f"{f}.occurred_at > {e}.occurred_at"),
                 q(f"{f}.occurred_at <= {e}.occurred_at + {{}}", follow.within.delta),
             ]
             filters.append(q(f"{e}.occurred_at <= {{}}", self.now - follow.within.delta))
