@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing
+import os
+import threading
 import time
 
 import pytest
@@ -100,6 +102,80 @@ def test_landing_sensor_requests_each_file_once(tmp_path, monkeypatch):
     [request] = sensor(third)
     assert request.partition_key == "2026-01-01-02:00"
     assert request.run_key != requests[1].run_key
+
+
+def test_a_file_landed_late_or_with_an_old_mtime_is_still_requested(tmp_path):
+    """`mv` keeps a file's mtime; a cursor on mtime would skip a file moved in after a tick."""
+    from cdp_assets.sources.sensors import file_set_digest, plan_landing_runs
+
+    zone = LandingZoneResource(root=str(tmp_path))
+    folder = tmp_path / "landing" / "web" / "dt=2026-01-01" / "hour=05"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text("{}\n")
+    first = plan_landing_runs(zone.landing_files("web"), None)
+    assert [key for key, _ in first.requests] == ["2026-01-01-05:00"]
+    outside = tmp_path / "b.jsonl"
+    outside.write_text("{}\n")
+    os.utime(outside, (0, 0))
+    os.rename(outside, folder / "b.jsonl")
+    second = plan_landing_runs(zone.landing_files("web"), first.cursor)
+    assert second.requests == [("2026-01-01-05:00", file_set_digest([folder / "a.jsonl", folder / "b.jsonl"]))]
+    assert plan_landing_runs(zone.landing_files("web"), second.cursor).requests == []
+
+
+def test_ticks_while_the_collector_writes_cover_every_file_and_never_repeat_a_run(tmp_path):
+    from cdp_assets.sources.sensors import file_set_digest, plan_landing_runs
+
+    zone = LandingZoneResource(root=str(tmp_path))
+    stop = threading.Event()
+
+    def write():
+        for n in range(400):
+            folder = tmp_path / "landing" / "web" / "dt=2026-01-01" / f"hour={n % 3:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f".tmp-{n}").write_text("{}\n")
+            os.rename(folder / f".tmp-{n}", folder / f"{n:05d}.jsonl")
+        stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    cursor, requested = None, []
+    while True:
+        done = stop.is_set()
+        plan = plan_landing_runs(zone.landing_files("web"), cursor)
+        requested += plan.requests
+        cursor = plan.cursor
+        if done:
+            break
+    writer.join()
+    assert len(requested) == len(set(requested))  # one run per distinct file set
+    last = dict(requested)  # the newest request of each hour covers all of its files
+    for hour in ("00", "01", "02"):
+        files = sorted((tmp_path / "landing" / "web" / "dt=2026-01-01" / f"hour={hour}").glob("*.jsonl"))
+        assert last[f"2026-01-01-{hour}:00"] == file_set_digest(files)
+
+
+def test_cdc_sensor_requests_a_run_when_the_change_files_change(tmp_path):
+    from dagster import SkipReason, build_sensor_context
+
+    from cdp_assets.config import SourceConfig
+    from cdp_assets.sources.jobs import source_job
+    from cdp_assets.sources.sensors import cdc_sensor
+
+    source = SourceConfig(name="crm_customers", kind="cdc", partitions="none")
+    sensor = cdc_sensor(source, source_job(source))
+    zone = LandingZoneResource(root=str(tmp_path))
+    folder = tmp_path / "cdc" / "crm_customers"
+    folder.mkdir(parents=True)
+    assert isinstance(sensor(build_sensor_context(resources={"landing_zone": zone})), SkipReason)
+    (folder / "0001.json").write_text("{}\n")
+    context = build_sensor_context(resources={"landing_zone": zone})
+    first = sensor(context)
+    assert isinstance(sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone})), SkipReason)
+    (folder / "0000.json").write_text("{}\n")
+    os.utime(folder / "0000.json", (0, 0))  # an old file dropped late
+    second = sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone}))
+    assert second.run_key != first.run_key
 
 
 def test_partitioned_schedules_request_the_partition_that_just_closed():

@@ -1,50 +1,79 @@
 """Sensors that react to new files: landed collector files (per hourly partition) and CDC drops.
 
-The cursor is the newest (mtime, path) already requested, so a file is requested once even when ticks
-overlap; files are immutable after their atomic rename. The run_key names the partition and the files,
-so a retried tick cannot start the same run twice.
+Extracts re-read every file of what they extract (a partition, or all change files), so a run needs
+requesting whenever that file set changes, and the run_key is a digest of the set: a repeated tick,
+overlapping ticks or a retried evaluation cannot start the same run twice, while a file added later to an
+old hour requests that hour again. Landing files are found by their inode change time (ctime), which a
+rename or copy always sets, unlike mtime (`mv` and `cp -p` keep an old one). A lookback window re-checks
+the last minutes, so a file renamed while a tick was listing the directory is not skipped.
 """
 
 import hashlib
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
+from cdp_assets.sources.partitions import PARTITIONS
 from cdp_resources import LandingZoneResource
 
-
-def _new_files(context: SensorEvaluationContext, files):
-    """Files newer than the cursor, and the cursor after them."""
-    last = json.loads(context.cursor) if context.cursor else [0, ""]
-    stamped = sorted((f.path.stat().st_mtime_ns, str(f.path), f) for f in files if f.path.exists())
-    fresh = [(mtime, path, f) for mtime, path, f in stamped if [mtime, path] > last]
-    cursor = json.dumps(list(fresh[-1][:2])) if fresh else context.cursor
-    return [f for _, _, f in fresh], cursor
+LOOKBACK_NS = 300 * 10**9
 
 
-def _run_key(prefix: str, files) -> str:
-    digest = hashlib.sha256("\n".join(sorted(str(f.path) for f in files)).encode()).hexdigest()[:16]
-    return f"{prefix}:{digest}"
+def file_set_digest(paths) -> str:
+    return hashlib.sha256("\n".join(sorted(str(p) for p in paths)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LandingPlan:
+    requests: list[tuple[str, str]]  # (partition key, digest of its files), in partition order
+    cursor: str
+
+
+def plan_landing_runs(files, cursor: str | None) -> LandingPlan:
+    """The partitions whose file set changed since the cursor, and the next cursor.
+
+    The cursor holds the newest ctime seen and the digest requested for each partition touched within
+    the lookback window before it; older partitions are forgotten until a new file touches them.
+    """
+    state = json.loads(cursor) if cursor else {}
+    since, requested = state.get("since", 0), state.get("recent", {})
+    by_partition, newest_touch = defaultdict(list), {}
+    for f in files:
+        try:
+            changed = f.path.stat().st_ctime_ns
+        except FileNotFoundError:  # rejected by a running extract meanwhile
+            continue
+        by_partition[f.partition_key].append(f.path)
+        newest_touch[f.partition_key] = max(changed, newest_touch.get(f.partition_key, 0))
+    newest = max([since, *newest_touch.values()])
+    horizon = min(since, newest) - LOOKBACK_NS
+    recent = {key: file_set_digest(by_partition[key]) for key, touched in newest_touch.items() if touched >= horizon}
+    requests = [(key, digest) for key, digest in sorted(recent.items()) if requested.get(key) != digest]
+    return LandingPlan(requests, json.dumps({"since": newest, "recent": recent}, sort_keys=True))
 
 
 def landing_sensor(source, job):
+    partitions_def = PARTITIONS[source.partitions]
+
     @sensor(
         name=f"{source.name}_landing_sensor",
         job=job,
         minimum_interval_seconds=30,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Extract the hourly partitions of {source.name} that received new landing files.",
+        description=f"Extract the hourly partitions of {source.name} whose landing files changed.",
     )
     def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
-        files, cursor = _new_files(context, landing_zone.landing_files(source.name))
-        if not files:
-            return SkipReason("no new landing files")
-        by_partition = defaultdict(list)
-        for f in files:
-            by_partition[f.partition_key].append(f)
-        context.update_cursor(cursor)
-        return [RunRequest(run_key=_run_key(key, by_partition[key]), partition_key=key) for key in sorted(by_partition)]
+        plan = plan_landing_runs(landing_zone.landing_files(source.name), context.cursor)
+        runs = []
+        for key, digest in plan.requests:
+            if partitions_def and not partitions_def.has_partition_key(key):
+                context.log.warning(f"{source.name}: files for {key}, outside the partitions; set CDP_PARTITIONS_START")
+                continue
+            runs.append(RunRequest(run_key=f"{key}:{digest}", partition_key=key))
+        context.update_cursor(plan.cursor)
+        return runs or SkipReason("no new landing files")
 
     return _sensor
 
@@ -59,10 +88,11 @@ def cdc_sensor(source, job):
     )
     def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
         folder = source.path.split("/")[-1] if source.path else source.name
-        files, cursor = _new_files(context, landing_zone.cdc_files(folder))
-        if not files:
+        files = landing_zone.cdc_files(folder)
+        digest = file_set_digest(f.path for f in files)
+        if not files or digest == context.cursor:
             return SkipReason("no new change files")
-        context.update_cursor(cursor)
-        return RunRequest(run_key=_run_key(source.name, files))
+        context.update_cursor(digest)
+        return RunRequest(run_key=f"{source.name}:{digest}")
 
     return _sensor
