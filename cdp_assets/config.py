@@ -9,7 +9,7 @@ import yaml
 
 from cdp_resources.settings import config_dir
 
-KINDS = {"events", "cdc", "api", "csv"}
+KINDS = {"events", "cdc", "api", "csv", "postgres"}
 PARTITIONINGS = {"hourly", "daily", "none"}
 COLUMN_TYPES = {"string", "number", "timestamp", "list", "boolean"}
 
@@ -29,6 +29,9 @@ class SourceConfig:
     time_column: str = ""
     cursor_field: str = ""
     base_url_env: str = ""
+    dsn_env: str = ""  # postgres: the environment variable holding the connection string
+    table: str = ""  # postgres: [schema.]table to read
+    page_size: int = 5000  # postgres: rows per page, each committed with its cursor
     columns: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict)
     traits: tuple[str, ...] = ()
@@ -63,6 +66,10 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
     for column in list(entry.get("identifiers") or {}) + list(entry.get("traits") or []):
         if columns and column not in columns:
             raise ConfigError(f"{where}: {column!r} is not a declared column")
+    if entry["kind"] == "postgres":
+        for needed in ("dsn_env", "table", "primary_key", "time_column"):
+            if not entry.get(needed):
+                raise ConfigError(f"{where}.{needed}: a postgres source needs it")
     if entry["kind"] != "events" and not columns:
         raise ConfigError(f"{where}.columns: a {entry['kind']} source declares its columns")
     return SourceConfig(
@@ -75,6 +82,9 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         time_column=entry.get("time_column", ""),
         cursor_field=entry.get("cursor_field", ""),
         base_url_env=entry.get("base_url_env", ""),
+        dsn_env=entry.get("dsn_env", ""),
+        table=entry.get("table", ""),
+        page_size=int(entry.get("page_size", 5000)),
         columns=dict(columns),
         identifiers=dict(entry.get("identifiers") or {}),
         traits=tuple(entry.get("traits") or ()),

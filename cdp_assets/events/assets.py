@@ -165,7 +165,8 @@ def _reconciliation(results: dict, sources: dict[str, SourceConfig]) -> pl.DataF
 def _events(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """Accepted messages of every events source, a `messageId` delivered twice counting once."""
     if not frames:
-        return pl.DataFrame(schema={c: pl.String for c in EVENT_COLUMNS})
+        times = {"occurred_at": pl.Datetime("us"), "received_at": pl.Datetime("us")}
+        return pl.DataFrame(schema={c: times.get(c, pl.String) for c in EVENT_COLUMNS})
     events = pl.concat([f.select(EVENT_COLUMNS) for f in frames], how="vertical_relaxed")
     return events.sort(["received_at", "event_id"]).unique(subset=["event_id"], keep="first", maintain_order=True)
 
@@ -180,7 +181,9 @@ def _write_table_source(con, source: SourceConfig, accepted: pl.DataFrame | None
         replace_table(con, f"{table}_changes", changes)
         current = latest_per_key(changes, source.primary_key, ["source_lsn", "source_ts_ms", "file", "line_no"])
         return replace_table(con, table, current.filter(pl.col("op") != "d").select(*columns, "received_at"))
-    current = latest_per_key(accepted.select(*columns, "received_at"), source.primary_key, ["received_at"])
+    # A row's versions are ordered by its own time column where it has one (a CRM row's updated_at).
+    order = [source.time_column, "received_at"] if source.time_column in columns else ["received_at"]
+    current = latest_per_key(accepted.select(*columns, "received_at"), source.primary_key, order)
     return replace_table(con, table, current)
 
 
