@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 
 from cdp_assets.config import load_sources
-from cdp_assets.events.assets import latest_per_key, split_accepted
+from cdp_assets.events.assets import latest_per_key, split_accepted, without_tombstones
 from cdp_assets.events.parse import parse_changes
 from cdp_assets.events.rules import load_suite, suite_rules
 from cdp_assets.sources.readers import csv_records
@@ -33,7 +33,7 @@ def _state(files: dict[str, list[str]]) -> pl.DataFrame:
     con.execute("CREATE TABLE raw.crm_customers (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
     for file, lines in files.items():
         con.executemany("INSERT INTO raw.crm_customers VALUES ('', ?, ?, ?, now())", [(file, n, l) for n, l in enumerate(lines, 1)])
-    frame = parse_changes(con, CRM)
+    frame, _ = without_tombstones(parse_changes(con, CRM))
     accepted, quarantine = split_accepted(frame, suite_rules(load_suite("crm_customers"), {}, frame.columns, "crm"), "crm_customers")
     current = latest_per_key(accepted, "id", ORDER)
     return current.filter(pl.col("op") != "d").sort("id"), quarantine
@@ -48,6 +48,19 @@ def test_out_of_order_files_replays_and_deletes_give_one_state():
     for state in (in_order, shuffled):
         assert state.select("id", "city").rows() == [("c1", "Lyon")]
     assert quarantine["reasons"].to_list() == [["malformed_json: the record is not a JSON object"]]
+
+
+def test_tombstones_after_deletes_are_counted_not_quarantined():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.crm_customers (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+    lines = [_change("c", 1, after=_row("c1", "Oslo")), _change("d", 2, before=_row("c1", "Oslo")),
+             '{"schema": null, "payload": null}', "null", _change("c", 3, after=_row("c2", "Bergen"))]
+    con.executemany("INSERT INTO raw.crm_customers VALUES ('', 'f.jsonl', ?, ?, now())", list(enumerate(lines, 1)))
+    changes, tombstones = without_tombstones(parse_changes(con, CRM))
+    assert tombstones == 2 and changes["op"].to_list() == ["c", "d", "c"]
+    state, quarantine = _state({"f.jsonl": lines})
+    assert state["id"].to_list() == ["c2"] and quarantine.is_empty()
 
 
 def test_added_columns_flow_through(tmp_path):

@@ -47,6 +47,13 @@ def latest_per_key(frame: pl.DataFrame, key: str, order: list[str]) -> pl.DataFr
     return frame.sort(order, nulls_last=False).unique(subset=[key], keep="last", maintain_order=True)
 
 
+def without_tombstones(changes: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Debezium tombstones (a `null` line or a null payload) carry nothing to apply: the delete before
+    them already ended the row. They are counted, not judged, so they never reach the quarantine."""
+    tombstone = (pl.col("op") == "t").fill_null(False) | (pl.col("record").str.strip_chars() == "null")
+    return changes.filter(~tombstone), changes.filter(tombstone).height
+
+
 def build_validation_asset(sources: dict[str, SourceConfig]):
     table_sources = [s for s in sources.values() if s.kind != "events"]
     common = {"kinds": {"duckdb", "polars"}, "owners": ["team:data-platform"]}
@@ -72,7 +79,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
     def validate_records(context: AssetExecutionContext, warehouse: WarehouseResource):
         """Parse raw records, judge them by the suites in expectations/, write accepted and quarantined rows."""
         parameters = {"max_event_time": datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=1)}
-        results, quarantines, events = {}, [], []
+        results, quarantines, events, tombstones = {}, [], [], {}
         with warehouse.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             for source in sources.values():
@@ -84,7 +91,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                     frame = parse_events(con, source, suite.get("meta", {}).get("typed_properties", []))
                 elif source.kind == "cdc":
                     suite = load_suite(source.name)
-                    frame = parse_changes(con, source)
+                    frame, tombstones[source.name] = without_tombstones(parse_changes(con, source))
                 else:
                     suite = load_suite(source.name)
                     frame = parse_table(con, source)
@@ -93,7 +100,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                 else:
                     rules = suite_rules(suite, parameters, frame.columns, f"expectations/{suite['name']}.json")
                     accepted, quarantine = split_accepted(frame, rules, source.name)
-                    total = len(frame)
+                    total = len(frame) + tombstones.get(source.name, 0)  # tombstones count as accepted
                 quarantines.append(quarantine)
                 results[source.name] = (total, accepted, quarantine)
                 if source.kind == "events" and accepted is not None:
@@ -144,6 +151,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                     "records": total,
                     "quarantined": len(quarantine),
                     "quarantine_rate": per_source[source.name]["rate"],
+                    **({"tombstones": tombstones[source.name]} if source.name in tombstones else {}),
                 },
             )
 

@@ -100,7 +100,7 @@ def parse_table(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> pl.Data
 def parse_changes(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> pl.DataFrame:
     """Debezium envelopes (optionally inside `payload`) and DMS CSV rows (`Op` I/U/D) → typed changes.
 
-    Each change has `op` (c/u/d/r), its row image (`after`, or `before` for a delete) in the declared
+    Each change has `op` (c/u/d/r, or t for a tombstone), its row image (`after`, or `before` for a delete) in the declared
     columns, and its source position: (lsn, ts_ms) for Debezium, (file, line) for DMS.
     """
     envelope = "coalesce(j -> '$.payload', j)"
@@ -108,7 +108,11 @@ def parse_changes(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> pl.Da
         f"CASE WHEN j ->> '$.Op' IS NOT NULL THEN j "
         f"WHEN {envelope} ->> '$.op' = 'd' THEN {envelope} -> '$.before' ELSE {envelope} -> '$.after' END"
     )
-    op = f"coalesce({envelope} ->> '$.op', CASE j ->> '$.Op' WHEN 'I' THEN 'c' WHEN 'U' THEN 'u' WHEN 'D' THEN 'd' END)"
+    # A tombstone (`{"schema": null, "payload": null}` after a delete, for Kafka log compaction) is op 't'.
+    op = (
+        f"CASE WHEN json_type(json_extract(j, '$.payload')) = 'NULL' AND json_extract_string(j, '$.op') IS NULL THEN 't' "
+        f"ELSE coalesce({envelope} ->> '$.op', CASE j ->> '$.Op' WHEN 'I' THEN 'c' WHEN 'U' THEN 'u' WHEN 'D' THEN 'd' END) END"
+    )
     extra = f""",
             {op} AS op,
             try_cast({envelope} ->> '$.source.lsn' AS BIGINT) AS source_lsn,
