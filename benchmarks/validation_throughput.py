@@ -55,6 +55,7 @@ def raw_lines(n: int, seed: int = 1) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--ge-rows", type=int, default=1_000_000, help="rows the Great Expectations peer validates")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect(str(Path(tmp) / "bench.duckdb"))
@@ -71,15 +72,55 @@ def main() -> None:
         parsed = time.perf_counter()
         from datetime import datetime
 
-        rules = suite_rules(suite, {"max_event_time": datetime(2030, 1, 1)}, frame.columns, "events.json")
+        parameters = {"max_event_time": datetime(2030, 1, 1)}
+        rules = suite_rules(suite, parameters, frame.columns, "events.json")
         judged = apply_rules(frame, rules)
         accepted = judged.filter(pl.col("reasons").list.len() == 0).height
         done = time.perf_counter()
+        peer = great_expectations_peer(frame.filter(pl.col("parsed")).head(args.ge_rows), suite, rules, parameters)
     total = done - started
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     print(f"events: {args.events:,}  accepted: {accepted:,}  quarantined: {args.events - accepted:,}")
     print(f"parse (DuckDB JSON): {parsed - started:.2f}s  rules (polars): {done - parsed:.2f}s  total: {total:.2f}s")
     print(f"accepted events/second: {accepted / total:,.0f}")
+    ours, theirs = peer["ours_s"], peer["ge_s"]
+    print(f"rules on {peer['rows']:,} parsed rows: polars {ours:.2f}s ({peer['rows'] / ours:,.0f} rows/s), "
+          f"Great Expectations {theirs:.2f}s ({peer['rows'] / theirs:,.0f} rows/s), ratio {theirs / ours:.1f}x")
+    for name, (mine, ge) in peer["failing"].items():
+        print(f"  {name}: failing rows polars {mine:,} / GE {ge:,}{'' if mine == ge else '  MISMATCH'}")
+
+
+def great_expectations_peer(frame, suite: dict, rules, parameters: dict) -> dict:
+    """Time GE's own validation of the suite against our polars rules on the same rows."""
+    import warnings
+
+    import great_expectations as gx
+
+    warnings.filterwarnings("ignore")
+    columns = sorted({e["kwargs"]["column"] for e in suite["expectations"]} | {"parsed", "parse_errors", "unreadable_columns"})
+    rows = frame.select(columns)
+    started = time.perf_counter()
+    apply_rules(rows, rules)  # per-row reasons, as the asset computes them
+    ours = time.perf_counter() - started
+
+    def key(kind, kwargs):
+        return f"{kind}({kwargs['column']}{', conditional' if kwargs.get('row_condition') else ''})"
+
+    mine = dict(zip((key(e["type"], e["kwargs"]) for e in suite["expectations"]),
+                    rows.select([rule.failing.sum().alias(str(i)) for i, rule in enumerate(rules)]).row(0)))
+    data = rows.drop("parsed", "parse_errors", "unreadable_columns").to_pandas()
+    context = gx.get_context(mode="ephemeral")
+    asset = context.data_sources.add_pandas("bench").add_dataframe_asset("events")
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": data})
+    expectations = context.suites.add(gx.ExpectationSuite(**{k: v for k, v in suite.items() if k != "id"}))
+    started = time.perf_counter()
+    result = batch.validate(expectations, expectation_parameters=parameters, result_format="BASIC")
+    theirs = time.perf_counter() - started
+    by_rule = {}
+    for r in result.results:
+        name = key(r.expectation_config.type, r.expectation_config.kwargs)
+        by_rule[name] = (mine[name], r.result.get("unexpected_count", 0))
+    return {"rows": len(rows), "ours_s": ours, "ge_s": theirs, "failing": by_rule}
 
 
 if __name__ == "__main__":
