@@ -11,3 +11,8 @@
      from {{ source('cdp', 'id_map') }} as m
      where m.identifier_type = '{{ identifier_type }}' and m.identifier_value = {{ normalized_value }})
 {%- endmacro %}
+
+{# The build time as a UTC timestamp, the type of every event and purchase time. #}
+{% macro utc_now() -%}
+    (now() at time zone 'UTC')::timestamp
+{%- endmacro %}

@@ -82,6 +82,13 @@ select
     purchases.first_order_at,
     purchases.last_order_at,
     coalesce(purchases.products_purchased, []::varchar[]) as products_purchased,
+    computed.signed_up_at,
+    coalesce(computed.orders_30d, 0) as orders_30d,
+    coalesce(computed.spend_30d, 0)::double as spend_30d,
+    computed.rfm_recency,
+    computed.rfm_frequency,
+    computed.rfm_monetary,
+    computed.rfm_segment,
     p.created_at as person_created_at
 from persons as p
 left join identifiers using (person_id)
@@ -89,3 +96,4 @@ left join crm using (person_id)
 left join identified using (person_id)
 left join activity using (person_id)
 left join purchases using (person_id)
+left join {{ ref('person_computed_traits') }} as computed using (person_id)
