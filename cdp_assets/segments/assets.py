@@ -5,10 +5,17 @@ Membership lives in `cdp.segment_membership` (who is in now, since when) and eve
 """
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cdp_assets.segments.compiler import SegmentDefinition, catalog_from_warehouse, compile_segment, load_segments
+from cdp_assets.segments.compiler import (
+    SegmentDefinition,
+    SegmentError,
+    catalog_from_warehouse,
+    compile_segment,
+    load_valid_segments,
+)
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
 
@@ -86,6 +93,27 @@ def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
     return _segment
 
 
-def segment_assets() -> list[AssetsDefinition]:
-    definitions = load_segments(config_dir() / "segments")
-    return [build_segment_asset(definitions[name]) for name in sorted(definitions)]
+def build_invalid_segment_asset(path: Path, error: str) -> AssetsDefinition:
+    """A definition that does not compile still shows up, in the UI and in runs, as an asset whose
+    materialization fails with the file:line message, while every other segment loads and runs."""
+
+    @asset(
+        key=segment_key(path.stem),
+        group_name="segments",
+        description=f"INVALID definition {path.name}: {error}",
+        kinds={"duckdb", "sql"},
+        owners=["team:marketing-ops"],
+        tags={"refresh": "daily"},
+        metadata={"definition": path.name, "error": error},
+    )
+    def _invalid_segment() -> None:
+        raise SegmentError(error)
+
+    return _invalid_segment
+
+
+def segment_assets(directory: Path | None = None) -> list[AssetsDefinition]:
+    definitions, errors = load_valid_segments(directory or config_dir() / "segments")
+    return [build_segment_asset(definitions[name]) for name in sorted(definitions)] + [
+        build_invalid_segment_asset(path, error) for path, error in sorted(errors.items())
+    ]

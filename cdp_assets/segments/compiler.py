@@ -665,6 +665,32 @@ def load_segments(directory: Path) -> dict[str, SegmentDefinition]:
     """Every `*.yaml` in the directory, by name; references must exist and must not form a cycle."""
     directory = Path(directory)
     definitions = {d.name: d for d in (load_segment(p) for p in sorted(directory.glob("*.yaml")))}
+    check_references(definitions)
+    return definitions
+
+
+def load_valid_segments(directory: Path) -> tuple[dict[str, SegmentDefinition], dict[Path, str]]:
+    """(valid definitions by name, error by file): one bad file, or a segment reusing it, leaves the others
+    usable, so a typo in one definition does not take every segment down with it."""
+    valid, errors = {}, {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            definition = load_segment(path)
+            valid[definition.name] = definition
+        except SegmentError as exc:
+            errors[path] = str(exc)
+    while True:
+        try:
+            check_references(valid)
+            return valid, errors
+        except SegmentError as exc:
+            [culprit] = [d for d in valid.values() if str(exc).startswith(f"{d.path}:")]
+            errors[culprit.path] = str(exc)
+            del valid[culprit.name]
+
+
+def check_references(definitions: dict[str, SegmentDefinition]) -> None:
+    """Reused segments must exist and must not form a cycle; the error names the file and line."""
     for defn in definitions.values():
         for ref in segment_refs(defn.where):
             if ref.name not in definitions:
@@ -686,7 +712,6 @@ def load_segments(directory: Path) -> dict[str, SegmentDefinition]:
 
     for name in sorted(definitions):
         visit(name, [])
-    return definitions
 
 
 # --------------------------------------------------------------------------------------------------
