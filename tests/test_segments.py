@@ -116,3 +116,18 @@ def test_hourly_segments_are_re_evaluated_after_every_extract():
     # Every successful extract run requests refresh_job (the run_status sensor monitors all source jobs).
     [sensor] = [s for s in defs.sensors if s.name == "refresh_after_extract"]
     assert sensor.job_name == "refresh_job"
+
+
+def test_segment_check_prints_sql_and_size_or_the_error(tmp_path, monkeypatch, capsys):
+    from cdp_assets.cli import main
+
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    _warehouse(tmp_path / "warehouse.duckdb", [("a", 1, 600.0, NOW, None, None), ("b", 0, 0.0, None, None, None)], []).close()
+    assert main(["segment", "check", str(config_dir() / "segments" / "vip_buyers.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "FROM cdp.profiles" in out and "parameters: [500]" in out and out.rstrip().endswith("size: 1")
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    (folder / "bad.yaml").write_text("name: bad\nwhere:\n  trait: no_such_trait\n  op: eq\n  value: 1\n")
+    assert main(["segment", "check", str(folder / "bad.yaml")]) == 1
+    assert f"{folder / 'bad.yaml'}:3: unknown trait 'no_such_trait'" in capsys.readouterr().err
