@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MANIFEST := dbt/target/manifest.json
-DBT_SOURCES := $(shell find dbt/models dbt/macros dbt/snapshots -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
+DBT_SOURCES := $(shell find dbt/models dbt/macros dbt/snapshots dbt/tests -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 # dbt and dagster from the project virtualenv, whatever the caller's PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

@@ -127,6 +127,38 @@ def test_example_person_is_one_profile_with_all_purchases(demo, warehouse):
     assert email == person["email"]
 
 
+def test_traits_survive_by_config_traits_yaml(demo, warehouse):
+    """Shipped survivorship: the CRM wins for names, the latest identify call for city (oracle in plain SQL)."""
+    expected = dict(
+        ((person, trait), value)
+        for person, trait, value in warehouse.execute(
+            """
+            WITH crm AS (
+                SELECT m.person_id, arg_max(c.first_name, c.updated_at) AS first_name, arg_max(c.city, c.updated_at) AS city
+                FROM validated.crm_customers c JOIN cdp.id_map m ON m.identifier_type = 'crm_id' AND m.identifier_value = trim(c.id)
+                GROUP BY 1),
+            identify AS (
+                SELECT m.person_id,
+                       arg_max(trim(e.traits ->> '$.first_name'), e.occurred_at) FILTER (WHERE trim(e.traits ->> '$.first_name') <> '') AS first_name,
+                       arg_max(trim(e.traits ->> '$.city'), e.occurred_at) FILTER (WHERE trim(e.traits ->> '$.city') <> '') AS city
+                FROM cdp.events e JOIN cdp.id_map m
+                  ON (m.identifier_type, m.identifier_value) = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id' ELSE 'anonymous_id' END,
+                                                                 trim(coalesce(e.user_id, e.anonymous_id)))
+                WHERE e.event_type = 'identify' GROUP BY 1)
+            SELECT person_id, 'first_name', coalesce(crm.first_name, identify.first_name) FROM crm FULL JOIN identify USING (person_id)
+            UNION ALL
+            SELECT person_id, 'city', coalesce(identify.city, crm.city) FROM crm FULL JOIN identify USING (person_id)
+            """
+        ).fetchall()
+    )
+    actual = {}
+    for person, first_name, city in warehouse.execute("SELECT person_id, first_name, city FROM cdp.profiles").fetchall():
+        actual[(person, "first_name")], actual[(person, "city")] = first_name, city
+    assert sum(v is not None for v in expected.values()) > 100
+    assert {key: actual.get(key) for key in expected} == expected
+    assert all(value is None for key, value in actual.items() if key not in expected)
+
+
 def test_segments_match_their_rules(demo, warehouse):
     vip = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.segment_membership WHERE segment = 'vip_buyers'").fetchall()}
     expected = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.profiles WHERE total_revenue >= 500").fetchall()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -15,6 +16,7 @@ from cdp_assets.config import SourceConfig
 from cdp_assets.events.assets import build_validation_asset
 from cdp_assets.identity.edges import identifier_sightings, identity_edges, normalized_sightings
 from cdp_assets.identity.rules import load_identity_rules
+from cdp_assets.profiles.traits import load_trait_rules, trait_observations
 from cdp_assets.sources.assets import build_source_asset
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
 from cdp_resources.postgres import PostgresSourceError, table_pages
@@ -101,7 +103,13 @@ def test_incremental_extract_keeps_ties_and_never_loads_a_version_twice(crm_tabl
     # Its identifiers reach the identity graph through the same path as every other source.
     rules = load_identity_rules(config_dir() / "identity.yaml")
     edges = identity_edges(normalized_sightings(identifier_sightings(warehouse, {"crm_db": source}), rules), rules)
+    # ... and its traits reach profiles through the same observations, ranked by config/traits.yaml.
+    observations = trait_observations(warehouse, {"crm_db": replace(source, traits=("city",))},
+                                      load_trait_rules(config_dir() / "traits.yaml"), rules)
     warehouse.close()
+    cities = {(r["raw_value"], r["value"]) for r in observations.iter_rows(named=True)}
+    assert ("3", "Lyon") in cities and ("16", "Oslo") in cities and len(observations) == 16
+    assert set(observations["identifier_type"]) == {"crm_id"} and set(observations["source_rank"]) == {2}  # city: [events, crm_customers, crm_db]
     pairs = {(row["left_type"], row["left_value"], row["right_type"], row["right_value"]) for row in edges.iter_rows(named=True)}
     assert any({("crm_id", "16"), ("email", "c16@example.com")} <= {(a, b), (c, d)} for a, b, c, d in pairs)
 

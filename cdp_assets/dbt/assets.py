@@ -1,6 +1,7 @@
 """dbt models as Dagster assets: keys from schema and name, groups from the model's folder."""
 
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -8,9 +9,11 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
+from cdp_assets.config import load_sources
 from cdp_assets.dbt.project import dbt_project
+from cdp_assets.profiles.traits import load_trait_rules, profile_traits
 from cdp_resources import WarehouseResource
-from cdp_resources.settings import data_dir
+from cdp_resources.settings import config_dir, data_dir
 
 # dbt folder → the platform stage it belongs to
 FOLDER_GROUPS = {"staging": "events", "identity": "identity", "profiles": "profiles", "segments": "segments"}
@@ -47,10 +50,16 @@ def cdp_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, warehous
     """
     os.environ["CDP_DATA_DIR"] = str(data_dir())  # dbt's profile reads the same, absolute, data dir
     with warehouse.lock():
-        events = list(dbt.cli(["build"], context=context).stream())
+        events = list(dbt.cli(["build", "--vars", json.dumps(_dbt_vars())], context=context).stream())
         with warehouse.connect() as con:
             for event in events:
                 yield _with_row_count(context, con, event)
+
+
+def _dbt_vars() -> dict:
+    """What dbt models read from the platform's configuration: the profile's trait columns."""
+    rules = load_trait_rules(config_dir() / "traits.yaml")
+    return {"profile_traits": profile_traits(rules, load_sources())}
 
 
 def _with_row_count(context: AssetExecutionContext, con, event):

@@ -1,6 +1,6 @@
--- One row per person: identity, traits by survivorship, activity and purchase totals.
--- Survivorship: the CRM wins for names and gender, the latest identify call wins for city; email and
--- phone prefer the CRM, then the latest identify call, then any identifier the person holds.
+-- One row per person: identity, traits by survivorship (config/traits.yaml, applied in
+-- person_trait_values), activity, purchase totals and computed traits. Email and phone fall back to any
+-- identifier the person holds when no source reported one as a trait.
 with persons as (
     select person_id, created_at from {{ source('core', 'persons') }}
 ),
@@ -17,33 +17,10 @@ identifiers as (
     group by m.person_id
 ),
 
-crm as (
-    select
-        person_id,
-        arg_max(email, updated_at) as email,
-        arg_max(phone, updated_at) as phone,
-        arg_max(first_name, updated_at) as first_name,
-        arg_max(last_name, updated_at) as last_name,
-        arg_max(gender, updated_at) as gender,
-        arg_max(city, updated_at) as city
-    from {{ ref('person_crm_customers') }}
-    where person_id is not null
-    group by person_id
-),
-
-identified as (
-    select
-        person_id,
-        arg_max({{ normalized_identifier('email', "traits ->> '$.email'") }}, occurred_at)
-            filter (where traits ->> '$.email' is not null) as email,
-        arg_max({{ normalized_identifier('phone', "traits ->> '$.phone'") }}, occurred_at)
-            filter (where traits ->> '$.phone' is not null) as phone,
-        arg_max(traits ->> '$.first_name', occurred_at) filter (where traits ->> '$.first_name' is not null) as first_name,
-        arg_max(traits ->> '$.last_name', occurred_at) filter (where traits ->> '$.last_name' is not null) as last_name,
-        arg_max(traits ->> '$.gender', occurred_at) filter (where traits ->> '$.gender' is not null) as gender,
-        arg_max(traits ->> '$.city', occurred_at) filter (where traits ->> '$.city' is not null) as city
-    from {{ ref('person_events') }}
-    where event_type = 'identify'
+traits as (
+    pivot (select person_id, trait, value from {{ ref('person_trait_values') }})
+    on trait in ({% for trait in var('profile_traits') %}'{{ trait }}'{{ ", " if not loop.last }}{% endfor %})
+    using first(value)
     group by person_id
 ),
 
@@ -67,12 +44,11 @@ purchases as (
 
 select
     p.person_id,
-    coalesce(crm.email, identified.email, identifiers.any_email) as email,
-    coalesce(crm.phone, identified.phone, identifiers.any_phone) as phone,
-    coalesce(crm.first_name, identified.first_name) as first_name,
-    coalesce(crm.last_name, identified.last_name) as last_name,
-    coalesce(crm.gender, identified.gender) as gender,
-    coalesce(identified.city, crm.city) as city,
+    coalesce(traits.email, identifiers.any_email) as email,
+    coalesce(traits.phone, identifiers.any_phone) as phone,
+{%- for trait in var('profile_traits') if trait not in ('email', 'phone') %}
+    traits."{{ trait }}",
+{%- endfor %}
     identifiers.first_seen_at,
     identifiers.last_seen_at,
     activity.last_event_at,
@@ -92,8 +68,7 @@ select
     p.created_at as person_created_at
 from persons as p
 left join identifiers using (person_id)
-left join crm using (person_id)
-left join identified using (person_id)
+left join traits using (person_id)
 left join activity using (person_id)
 left join purchases using (person_id)
 left join {{ ref('person_computed_traits') }} as computed using (person_id)
