@@ -1,4 +1,4 @@
-"""The `cdp` command line: demo, run, profile, collect, segment check."""
+"""The `cdp` command line: demo, run, profile, collect, segment check, tracking-plan sync."""
 
 from __future__ import annotations
 
@@ -32,8 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     check = segment_commands.add_parser("check", help="validate a segment file, print its SQL and size")
     check.add_argument("file")
 
+    plan = commands.add_parser("tracking-plan", help="tracking plan tools")
+    plan_commands = plan.add_subparsers(dest="plan_command", required=True)
+    plan_commands.add_parser("sync", help="regenerate the plan's part of expectations/events.json")
+
     args = parser.parse_args(argv)
-    handler = {"demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check}
+    handler = {
+        "demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check,
+        "tracking-plan": _tracking_plan_sync,
+    }
     return handler[args.command](args)
 
 
@@ -104,6 +111,17 @@ def _segment_check(args) -> int:
     ok, text = check_segment_file(Path(args.file))
     print(text, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def _tracking_plan_sync(args) -> int:
+    from cdp_assets.events.rules import EXPECTATIONS_DIR, load_suite
+    from cdp_assets.events.tracking_plan import load_tracking_plan, sync_events_suite
+
+    suite = sync_events_suite(load_tracking_plan(config_dir() / "tracking_plan.yaml"), load_suite("events"))
+    path = EXPECTATIONS_DIR / "events.json"
+    path.write_text(json.dumps(suite, indent=2) + "\n")
+    print(f"{path}: {len(suite['meta']['typed_properties'])} property rules from config/tracking_plan.yaml")
+    return 0
 
 
 def _json_default(value):

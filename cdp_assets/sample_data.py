@@ -185,18 +185,20 @@ def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[
         at = shop.moment()
         bad.append((at, '{"type":"track","messageId":"broken-' + f"{shop.counter}" + '","event":"product_vie'))
         shop.counter += 1
-        add({k2: v for k2, v in _message(shop, "track", at, None, None, None, event="product_viewed", properties={}).items()})
-        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties={})
+        viewed = {"product_id": "sku_0001"}
+        add({k2: v for k2, v in _message(shop, "track", at, None, None, None, event="product_viewed", properties=viewed).items()})
+        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties=viewed)
         m["timestamp"] = "yesterday"
         add(m)
-        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties={})
+        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties=viewed)
         m["timestamp"] = "2099-01-01T00:00:00.000Z" if _ % 2 == 0 else "1999-06-01T00:00:00.000Z"
         add(m)
         add(_message(shop, "purchase", at, device[0], person.user_id, None, properties={"sku": "sku_0001"}))
         add(_message(shop, "track", at, device[0], person.user_id, None, event="order_completed",
                      properties={"order_id": shop.ident("web-order"), "revenue": "twelve", "currency": "EUR"}))
+        add(_message(shop, "track", at, device[0], person.user_id, None, event="product_added", properties={"price": 9.5}))
     codes = {"malformed_json": k, "missing_identity": k, "bad_timestamp": k, "timestamp_out_of_range": k,
-             "unknown_type": k, "wrong_type": k}
+             "unknown_type": k, "wrong_type": k, "missing_property": k}
     return bad, codes
 
 

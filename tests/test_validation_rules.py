@@ -32,7 +32,8 @@ def _judge_events(records: list[dict | str]) -> list[list[str]]:
     return [[reason.split(":")[0] for reason in reasons] for reasons in judged.sort("line_no")["reasons"].to_list()]
 
 
-GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "product_added", "timestamp": "2026-01-01T00:00:00Z"}
+GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "product_added",
+        "properties": {"product_id": "sku_1"}, "timestamp": "2026-01-01T00:00:00Z"}
 
 
 @pytest.mark.parametrize(
@@ -47,14 +48,38 @@ GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "produc
         ({"timestamp": "1999-12-31T00:00:00Z"}, ["timestamp_out_of_range"]),
         ({"event": None}, ["missing_event_name"]),
         ({"type": "identify", "event": None, "traits": {"email": "not-an-email"}}, ["invalid_email"]),
-        ({"event": "order_completed", "properties": {"revenue": "twelve"}}, ["wrong_type"]),
-        ({"event": "order_completed", "properties": {"revenue": 12.5}}, []),
+        ({"event": "order_completed", "properties": {"order_id": "o1", "revenue": "twelve"}}, ["wrong_type"]),
+        ({"event": "order_completed", "properties": {"order_id": "o1", "revenue": 12.5}}, []),
+        ({"event": "order_completed", "properties": {"revenue": 12.5}}, ["missing_property"]),
+        ({"properties": {"product_id": None, "price": "x"}}, ["missing_property", "wrong_type"]),
+        ({"event": "some_new_event", "properties": {}}, []),  # the shipped plan is not strict
         ({"messageId": None}, ["missing_message_id"]),
     ],
 )
 def test_event_rules(change, codes):
     message = {**GOOD, **change}
     assert _judge_events([{k: v for k, v in message.items() if v is not None}]) == [codes]
+
+
+def test_the_shipped_suite_is_in_sync_with_the_tracking_plan():
+    from cdp_assets.events.tracking_plan import load_tracking_plan, sync_events_suite
+    from cdp_resources.settings import config_dir
+
+    plan = load_tracking_plan(config_dir() / "tracking_plan.yaml")
+    assert sync_events_suite(plan, load_suite("events")) == load_suite("events"), "run `cdp tracking-plan sync`"
+
+
+def test_a_strict_plan_quarantines_unknown_track_events(tmp_path):
+    from cdp_assets.events.tracking_plan import TrackingPlan, sync_events_suite
+
+    suite = sync_events_suite(TrackingPlan(True, {"product_added": {}}), load_suite("events"))
+    assert sync_events_suite(TrackingPlan(False, {}), suite)["expectations"] == load_suite("events")["expectations"]
+    con = duckdb.connect()
+    page = {**GOOD, "type": "page", "event": None, "name": "home"}
+    _raw(con, "web", [json.dumps(GOOD), json.dumps({**GOOD, "event": "dance"}), json.dumps(page)])
+    frame = parse_events(con, WEB, suite["meta"]["typed_properties"])
+    judged = apply_rules(frame, suite_rules(suite, PARAMS, frame.columns, "events.json")).sort("line_no")
+    assert [[r.split(":")[0] for r in reasons] for reasons in judged["reasons"]] == [[], ["unknown_event"], []]
 
 
 def test_malformed_line_has_only_its_parse_error():

@@ -50,7 +50,12 @@ def parse_events(con: duckdb.DuckDBPyConnection, source: SourceConfig, typed_pro
     ts_value, ts_error, ts_failed = _typed("m", "$.timestamp", "timestamp", "timestamp")
     property_errors = []
     for rule in typed_properties:
-        _, error, _ = _typed("m", f"$.properties.{rule['property']}", rule["type"], rule["property"])
+        path = f"$.properties.{rule['property']}"
+        _, error, _ = _typed("m", path, rule["type"], rule["property"])
+        if rule.get("required"):
+            missing = f"missing_property: {rule['event']} requires properties.{rule['property']}"
+            absent = f"coalesce(json_type(m -> {quote_literal(path)}), 'NULL') = 'NULL'"
+            error = f"CASE WHEN {absent} THEN {quote_literal(missing)} ELSE {error} END"
         property_errors.append(f"CASE WHEN event_name = {quote_literal(rule['event'])} THEN {error} END")
     errors = ", ".join([ts_error, *property_errors])
     return _frame(
