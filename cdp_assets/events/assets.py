@@ -24,7 +24,7 @@ EVENT_COLUMNS = [
 ]
 QUARANTINE_SCHEMA = {
     "source": pl.String, "record": pl.String, "reasons": pl.List(pl.String),
-    "received_at": pl.Datetime("us"), "file": pl.String, "line_no": pl.Int64,
+    "received_at": pl.Datetime("us"), "file": pl.String, "line_no": pl.Int64, "partition_key": pl.String,
 }
 
 
@@ -37,7 +37,7 @@ def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFram
     judged = apply_rules(frame, rules)
     rejected = judged.filter(pl.col("reasons").list.len() > 0)
     quarantine = rejected.select(
-        pl.lit(source).alias("source"), "record", "reasons", "received_at", "file", "line_no"
+        pl.lit(source).alias("source"), "record", "reasons", "received_at", "file", "line_no", "partition_key"
     ).cast(QUARANTINE_SCHEMA)
     return judged.filter(pl.col("reasons").list.len() == 0), quarantine
 
@@ -79,7 +79,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
     def validate_records(context: AssetExecutionContext, warehouse: WarehouseResource):
         """Parse raw records, judge them by the suites in expectations/, write accepted and quarantined rows."""
         parameters = {"max_event_time": datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=1)}
-        results, quarantines, events, tombstones = {}, [], [], {}
+        results, quarantines, events, tombstones, partitions = {}, [], [], {}, {}
         with warehouse.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             for source in sources.values():
@@ -91,13 +91,17 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                     frame = parse_events(con, source, suite.get("meta", {}).get("typed_properties", []))
                 elif source.kind == "cdc":
                     suite = load_suite(source.name)
-                    frame, tombstones[source.name] = without_tombstones(parse_changes(con, source))
+                    frame = parse_changes(con, source)
                 else:
                     suite = load_suite(source.name)
                     frame = parse_table(con, source)
                 if frame is None:
                     accepted, quarantine, total = None, pl.DataFrame(schema=QUARANTINE_SCHEMA), 0
+                    partitions[source.name] = pl.DataFrame(schema={"partition_key": pl.String, "len": pl.UInt32})
                 else:
+                    partitions[source.name] = frame.group_by("partition_key").len()
+                    if source.kind == "cdc":
+                        frame, tombstones[source.name] = without_tombstones(frame)
                     rules = suite_rules(suite, parameters, frame.columns, f"expectations/{suite['name']}.json")
                     accepted, quarantine = split_accepted(frame, rules, source.name)
                     total = len(frame) + tombstones.get(source.name, 0)  # tombstones count as accepted
@@ -111,7 +115,8 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             event_rows = replace_table(con, "cdp.events", event_frame)
             quarantine_frame = pl.concat(quarantines)
             quarantine_rows = replace_table(con, "cdp.quarantine", quarantine_frame)
-            replace_table(con, "validated.reconciliation", _reconciliation(results, sources))
+            reconciliation = _reconciliation(results, partitions, sources)
+            replace_table(con, "validated.reconciliation", reconciliation)
             table_rows = {}
             for source in table_sources:
                 accepted = results[source.name][1]
@@ -158,16 +163,23 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
     return validate_records
 
 
-def _reconciliation(results: dict, sources: dict[str, SourceConfig]) -> pl.DataFrame:
-    """Per source: raw records in, accepted, quarantined (the reconciliation check reads this)."""
-    rows = [
-        (name, total, total - len(quarantine), len(quarantine), sources[name].kind)
-        for name, (total, _, quarantine) in results.items()
-    ]
-    return pl.DataFrame(
-        rows, orient="row",
-        schema={"source": pl.String, "records": pl.Int64, "accepted": pl.Int64, "quarantined": pl.Int64, "kind": pl.String},
-    )
+def _reconciliation(results: dict, partitions: dict[str, pl.DataFrame], sources: dict[str, SourceConfig]) -> pl.DataFrame:
+    """Per source and partition: records judged, accepted, quarantined (the reconciliation check reads this)."""
+    frames = []
+    for name, (_, _, quarantine) in results.items():
+        quarantined = quarantine.group_by("partition_key").len().rename({"len": "quarantined"})
+        frames.append(
+            partitions[name].rename({"len": "records"})
+            .join(quarantined, on="partition_key", how="left")
+            .select(
+                pl.lit(name).alias("source"), "partition_key", pl.col("records").cast(pl.Int64),
+                (pl.col("records") - pl.col("quarantined").fill_null(0)).cast(pl.Int64).alias("accepted"),
+                pl.col("quarantined").fill_null(0).cast(pl.Int64), pl.lit(sources[name].kind).alias("kind"),
+            )
+        )
+    schema = {"source": pl.String, "partition_key": pl.String, "records": pl.Int64, "accepted": pl.Int64,
+              "quarantined": pl.Int64, "kind": pl.String}
+    return pl.concat(frames).sort("source", "partition_key") if frames else pl.DataFrame(schema=schema)
 
 
 def _events(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -21,18 +21,36 @@ def unique_event_ids(warehouse: WarehouseResource) -> AssetCheckResult:
 @asset_check(
     asset=["cdp", "quarantine"],
     blocking=True,
-    description="Nothing is lost: per source, raw records = accepted + quarantined, and the tables agree.",
+    description="Nothing is lost: per source and partition, raw records = accepted + quarantined, and the tables agree.",
 )
 def records_reconcile(warehouse: WarehouseResource) -> AssetCheckResult:
     problems, per_source = [], {}
     with warehouse.connect() as con:
-        for source, records, accepted, quarantined, kind in con.execute("SELECT * FROM validated.reconciliation").fetchall():
-            raw = con.execute(f'SELECT count(*) FROM raw."{source}"').fetchone()[0] if table_exists(con, f"raw.{source}") else 0
-            stored = con.execute("SELECT count(*) FROM cdp.quarantine WHERE source = ?", [source]).fetchone()[0]
-            per_source[source] = {"raw": raw, "accepted": accepted, "quarantined": quarantined}
-            if records != accepted + quarantined or raw != records or stored != quarantined:
-                problems.append(f"{source}: raw {raw}, judged {records}, accepted {accepted}, quarantined {quarantined} (stored {stored})")
+        judged = con.execute("SELECT source, partition_key, records, accepted, quarantined FROM validated.reconciliation").fetchall()
+        raw, stored = {}, {}
+        for source in {row[0] for row in judged}:
+            if table_exists(con, f"raw.{source}"):
+                raw |= {(source, k): n for k, n in con.execute(f'SELECT partition_key, count(*) FROM raw."{source}" GROUP BY 1').fetchall()}
+        stored = {(s, k): n for s, k, n in con.execute("SELECT source, partition_key, count(*) FROM cdp.quarantine GROUP BY 1, 2").fetchall()}
+    seen = set()
+    for source, partition, records, accepted, quarantined in judged:
+        key = (source, partition)
+        seen.add(key)
+        totals = per_source.setdefault(source, {"partitions": 0, "raw": 0, "accepted": 0, "quarantined": 0})
+        totals["partitions"] += 1
+        totals["raw"] += raw.get(key, 0)
+        totals["accepted"] += accepted
+        totals["quarantined"] += quarantined
+        if records != accepted + quarantined or raw.get(key, 0) != records or stored.get(key, 0) != quarantined:
+            problems.append(
+                f"{source} {partition or '(unpartitioned)'}: raw {raw.get(key, 0)}, judged {records}, "
+                f"accepted {accepted}, quarantined {quarantined} (stored {stored.get(key, 0)})"
+            )
+    problems += [f"{s} {k}: {n} raw records never judged" for (s, k), n in raw.items() if (s, k) not in seen]
     return AssetCheckResult(
         passed=not problems,
-        metadata={"per_source": MetadataValue.json(per_source), "problems": MetadataValue.md("\n".join(problems) or "none")},
+        metadata={
+            "per_source": MetadataValue.json(per_source),
+            "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+        },
     )

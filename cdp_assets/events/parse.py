@@ -62,7 +62,7 @@ def parse_events(con: duckdb.DuckDBPyConnection, source: SourceConfig, typed_pro
         con,
         f"""
         WITH raw AS (
-            SELECT file, line_no, record, loaded_at,
+            SELECT partition_key, file, line_no, record, loaded_at,
                    json_valid(record) AND starts_with(ltrim(record), '{{') AS parsed
             FROM raw.{quote_ident(source.name)}
         ), messages AS (
@@ -79,7 +79,7 @@ def parse_events(con: duckdb.DuckDBPyConnection, source: SourceConfig, typed_pro
                 coalesce(timezone('UTC', try_cast(m ->> '$.receivedAt' AS TIMESTAMPTZ)), loaded_at) AS received_at
             FROM messages
         )
-        SELECT file, line_no, record, parsed,
+        SELECT partition_key, file, line_no, record, parsed,
             CASE WHEN parsed THEN list_filter([{errors}], lambda e: e IS NOT NULL)
                  ELSE ['malformed_json: the line is not a JSON object'] END AS parse_errors,
             list_filter([{ts_failed}], lambda c: c IS NOT NULL) AS unreadable_columns,
@@ -135,7 +135,7 @@ def _table_sql(source: SourceConfig, table: str, image: str, extra: str, alias: 
     j = alias or "j"
     return f"""
         WITH raw AS (
-            SELECT file, line_no, record, loaded_at,
+            SELECT partition_key, file, line_no, record, loaded_at,
                    json_valid(record) AND starts_with(ltrim(record), '{{') AS parsed
             FROM {table}
         ), typed AS (
@@ -143,7 +143,7 @@ def _table_sql(source: SourceConfig, table: str, image: str, extra: str, alias: 
         ), images AS (
             SELECT *, {image.replace("record::JSON", j)} AS img FROM typed
         )
-        SELECT file, line_no, record, parsed, loaded_at AS received_at,
+        SELECT partition_key, file, line_no, record, parsed, loaded_at AS received_at,
             CASE WHEN parsed THEN list_filter([{", ".join(errors)}], lambda e: e IS NOT NULL)
                  ELSE ['malformed_json: the record is not a JSON object'] END AS parse_errors,
             list_filter([{", ".join(failed)}], lambda c: c IS NOT NULL) AS unreadable_columns,

@@ -7,7 +7,7 @@ is the one place that interprets records. Extracts are idempotent: a partition's
 
 import json
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 from dagster import (
@@ -16,6 +16,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -31,6 +32,13 @@ from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResou
 # partitions practical; the policy is marked beta, and we accept that knowingly.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
 
+# A source not extracted for this long is late (warn) or stale (fail): hourly streams every hour,
+# daily batches and unpartitioned pulls (scheduled daily) every day.
+FRESHNESS = {
+    "hourly": FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)),
+    "daily": FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)),
+    "none": FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)),
+}
 RAW_SCHEMA = pl.Schema(
     {"partition_key": pl.String, "file": pl.String, "line_no": pl.Int64, "record": pl.String, "loaded_at": pl.Datetime("us")}
 )
@@ -64,6 +72,7 @@ def build_source_asset(source: SourceConfig) -> AssetsDefinition:
         owners=["team:data-platform"],
         pool="warehouse",
         metadata={"source_kind": source.kind, "table": f"raw.{source.name}"},
+        freshness_policy=FRESHNESS[source.partitions],
     )
     def _source_asset(
         context: AssetExecutionContext,

@@ -1,0 +1,69 @@
+"""Asset checks fail when the data is wrong, not only pass when it is right."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+from dagster import materialize
+
+from cdp_assets.config import SourceConfig
+from cdp_assets.events.assets import build_validation_asset
+from cdp_assets.events.checks import records_reconcile
+from cdp_resources import WarehouseResource
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+GOOD = {"type": "track", "anonymousId": "a", "event": "signed_up", "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def _validated_warehouse(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+    rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": f"m{i}"})) for i in range(3)]
+    rows += [("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m9"})), ("2026-01-01-01:00", "{broken")]
+    con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
+    con.close()
+    web = SourceConfig(name="web", kind="events", partitions="hourly")
+    assert materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET).success
+
+
+def test_reconciliation_passes_per_partition_then_fails_when_a_record_is_lost(tmp_path, monkeypatch):
+    _validated_warehouse(tmp_path, monkeypatch)
+    result = records_reconcile(warehouse=WarehouseResource())
+    assert result.passed and result.metadata["per_source"].data["web"] == {"partitions": 2, "raw": 5, "accepted": 4, "quarantined": 1}
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("DELETE FROM cdp.quarantine")  # a rejected record silently dropped
+        con.execute("INSERT INTO raw.web VALUES ('2026-01-01-02:00', 'f', 1, '{}', now())")  # one never judged
+    result = records_reconcile(warehouse=WarehouseResource())
+    problems = result.metadata["problems"].md_str
+    assert not result.passed and "2026-01-01-01:00" in problems and "2026-01-01-02:00: 1 raw records never judged" in problems
+
+
+def test_volume_check_flags_a_closed_hour_far_from_the_trailing_median():
+    from datetime import datetime
+
+    from cdp_assets.sources.checks import volume_anomalies
+
+    counts = {f"2026-01-01-{h:02d}:00": 100 + h for h in range(12)}
+    now = datetime(2026, 1, 1, 12, 30)
+    assert volume_anomalies(counts, "hourly", now)["passed"]
+    dropped = {**counts, "2026-01-01-11:00": 10, "2026-01-01-12:00": 1}  # the hour in progress is not judged
+    verdict = volume_anomalies(dropped, "hourly", now)
+    assert not verdict["passed"] and verdict["partition"] == "2026-01-01-11:00" and verdict["ratio"] < 0.25
+    assert not volume_anomalies({**counts, "2026-01-01-11:00": 1000}, "hourly", now)["passed"]
+    assert volume_anomalies({"2026-01-01-10:00": 3, "2026-01-01-11:00": 0}, "hourly", now)["passed"]  # too small to judge
+
+
+def test_profile_check_fails_for_a_person_without_profile(tmp_path, monkeypatch):
+    from cdp_assets.profiles.checks import one_profile_per_person
+
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA cdp")
+        con.execute("CREATE TABLE cdp.id_map AS SELECT * FROM (VALUES ('email', 'a@x.io', 'p1'), ('email', 'b@x.io', 'p2')) t(identifier_type, identifier_value, person_id)")
+        con.execute("CREATE TABLE cdp.profiles AS SELECT * FROM (VALUES ('p1'), ('p3')) t(person_id)")
+    result = one_profile_per_person(warehouse=WarehouseResource())
+    assert not result.passed
+    assert result.metadata["persons_without_profile"].value == 1 and result.metadata["profiles_without_person"].value == 1
