@@ -67,3 +67,23 @@ def test_profile_check_fails_for_a_person_without_profile(tmp_path, monkeypatch)
     result = one_profile_per_person(warehouse=WarehouseResource())
     assert not result.passed
     assert result.metadata["persons_without_profile"].value == 1 and result.metadata["profiles_without_person"].value == 1
+
+
+def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+        rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m1"})), ("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m2", "anonymousId": None})),
+                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"}))]
+        con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
+    web = SourceConfig(name="web", kind="events", partitions="hourly")
+    result = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
+    observed = {e.partition: e.event_specific_data.asset_observation.metadata for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    assert {k: v["quarantine_rate"].value for k, v in observed.items()} == {"2026-01-01-00:00": 0.5, "2026-01-01-01:00": 0.0}
+    [events] = [m for m in result.get_asset_materialization_events() if m.asset_key.path == ["cdp", "events"]]
+    suite_result = events.materialization.metadata["great_expectations"].data["web"]
+    identity = [e for e in suite_result["expectations"] if e["expectation"] == "expect_column_values_to_not_be_null(identity)"]
+    assert not suite_result["success"] and identity[0]["unexpected_count"] == 1
+    again = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
+    assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # nothing changed

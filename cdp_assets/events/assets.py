@@ -8,11 +8,11 @@ in exactly one place, accepted or quarantined with its reasons, and the counts r
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetOut, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetKey, AssetObservation, AssetOut, MetadataValue, Output, multi_asset
 
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.parse import parse_changes, parse_events, parse_table
-from cdp_assets.events.rules import apply_rules, load_suite, suite_rules
+from cdp_assets.events.rules import apply_rules, great_expectations_result, load_suite, suite_rules
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
 from cdp_resources import WarehouseResource
@@ -22,6 +22,9 @@ EVENT_COLUMNS = [
     "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
     "occurred_at", "received_at", "source", "properties", "traits", "context",
 ]
+# Great Expectations' suite result (metadata) is computed on at most this many records per source: the
+# row-level verdict comes from the polars rules over every record.
+GE_SAMPLE_ROWS = 100_000
 QUARANTINE_SCHEMA = {
     "source": pl.String, "record": pl.String, "reasons": pl.List(pl.String),
     "received_at": pl.Datetime("us"), "file": pl.String, "line_no": pl.Int64, "partition_key": pl.String,
@@ -79,7 +82,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
     def validate_records(context: AssetExecutionContext, warehouse: WarehouseResource):
         """Parse raw records, judge them by the suites in expectations/, write accepted and quarantined rows."""
         parameters = {"max_event_time": datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=1)}
-        results, quarantines, events, tombstones, partitions = {}, [], [], {}, {}
+        results, quarantines, events, tombstones, partitions, suite_inputs = {}, [], [], {}, {}, {}
         with warehouse.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             for source in sources.values():
@@ -104,6 +107,8 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                         frame, tombstones[source.name] = without_tombstones(frame)
                     rules = suite_rules(suite, parameters, frame.columns, f"expectations/{suite['name']}.json")
                     accepted, quarantine = split_accepted(frame, rules, source.name)
+                    if len(frame):
+                        suite_inputs[source.name] = (frame.head(GE_SAMPLE_ROWS), suite)
                     total = len(frame) + tombstones.get(source.name, 0)  # tombstones count as accepted
                 quarantines.append(quarantine)
                 results[source.name] = (total, accepted, quarantine)
@@ -116,12 +121,20 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             quarantine_frame = pl.concat(quarantines)
             quarantine_rows = replace_table(con, "cdp.quarantine", quarantine_frame)
             reconciliation = _reconciliation(results, partitions, sources)
+            previous = (
+                con.sql("SELECT * FROM validated.reconciliation").pl()
+                if table_exists(con, "validated.reconciliation") else reconciliation.clear()
+            )
             replace_table(con, "validated.reconciliation", reconciliation)
             table_rows = {}
             for source in table_sources:
                 accepted = results[source.name][1]
                 table_rows[source.name] = _write_table_source(con, source, accepted)
 
+        # Outside the warehouse connection: GE's suite result is CPU work and must not hold the writer.
+        suite_results = {name: great_expectations_result(sample, suite, parameters) for name, (sample, suite) in suite_inputs.items()}
+        for observation in _partition_observations(reconciliation, previous, sources):
+            context.log_event(observation)
         per_source = {
             name: {"records": total, "quarantined": len(q), "rate": round(len(q) / total, 4) if total else 0.0}
             for name, (total, _, q) in results.items()
@@ -133,6 +146,9 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                 "dagster/row_count": event_rows,
                 "duplicates_dropped": sum(len(f) for f in events) - event_rows,
                 "preview": markdown_preview(event_frame.select("event_id", "event_type", "event_name", "user_id", "occurred_at")),
+                "great_expectations": MetadataValue.json(
+                    {s.name: suite_results[s.name] for s in sources.values() if s.kind == "events" and s.name in suite_results}
+                ),
             },
         )
         yield Output(
@@ -157,6 +173,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                     "quarantined": len(quarantine),
                     "quarantine_rate": per_source[source.name]["rate"],
                     **({"tombstones": tombstones[source.name]} if source.name in tombstones else {}),
+                    **({"great_expectations": MetadataValue.json(suite_results[source.name])} if source.name in suite_results else {}),
                 },
             )
 
@@ -180,6 +197,28 @@ def _reconciliation(results: dict, partitions: dict[str, pl.DataFrame], sources:
     schema = {"source": pl.String, "partition_key": pl.String, "records": pl.Int64, "accepted": pl.Int64,
               "quarantined": pl.Int64, "kind": pl.String}
     return pl.concat(frames).sort("source", "partition_key") if frames else pl.DataFrame(schema=schema)
+
+
+def _partition_observations(reconciliation: pl.DataFrame, previous: pl.DataFrame, sources: dict[str, SourceConfig]):
+    """Accepted/quarantined counts and the quarantine rate, observed on each raw partition whose counts
+    changed: the partition's page in the UI plots them, without re-observing a year of unchanged hours."""
+    columns = ["source", "partition_key", "records", "quarantined"]
+    if set(columns) <= set(previous.columns):
+        changed = reconciliation.join(previous.select(columns), on=columns, how="anti")
+    else:
+        changed = reconciliation
+    for row in changed.iter_rows(named=True):
+        if sources[row["source"]].partitions == "none":
+            continue
+        yield AssetObservation(
+            asset_key=raw_key(row["source"]),
+            partition=row["partition_key"],
+            metadata={
+                "accepted": row["accepted"],
+                "quarantined": row["quarantined"],
+                "quarantine_rate": round(row["quarantined"] / row["records"], 4) if row["records"] else 0.0,
+            },
+        )
 
 
 def _events(frames: list[pl.DataFrame]) -> pl.DataFrame:
