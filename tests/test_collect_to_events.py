@@ -47,11 +47,12 @@ def test_sdk_messages_arrive_once_in_cdp_events_after_the_sensor_run(tmp_path, m
         for i in range(20):
             message_id = str(uuid.uuid4())
             sent.append(message_id)
-            rudder.track(f"app-user-{i}", "product_added", {"price": i}, message_id=message_id)
+            rudder.track(f"app-user-{i}", "product_added", {"product_id": f"sku_{i}", "price": i}, message_id=message_id)
         rudder.flush()
         rudder.shutdown()
         # A client retrying a delivery it did not see acknowledged: the same messageId lands twice.
-        replay = {"batch": [{"type": "track", "messageId": sent[1], "userId": "user-1", "event": "product_viewed"}]}
+        replay = {"batch": [{"type": "track", "messageId": sent[1], "userId": "user-1", "event": "product_viewed",
+                            "properties": {"product_id": "sku_1"}}]}
         assert requests.post(f"{url}/v1/batch", json=replay, auth=("wk_e2e", ""), timeout=10).status_code == 200
     finally:
         server.should_exit = True

@@ -192,3 +192,11 @@ def test_profile_command_shows_the_person(demo):
     assert view["profile"]["email"] == person["email"]
     missing = _cli("profile", "email:nobody@nowhere.example", data_dir=demo.data_dir)
     assert missing.returncode == 1 and "no person holds" in missing.stderr
+
+
+def test_personal_data_rules_apply_before_the_validated_layer(demo, warehouse):
+    """config/pii.yaml drops context.ip: it is in the raw records, and in no validated event."""
+    raw = warehouse.execute("SELECT count(*) FROM raw.web WHERE record LIKE '%\"ip\"%'").fetchone()[0]
+    kept = warehouse.execute("SELECT count(*) FROM cdp.events WHERE context ->> '$.ip' IS NOT NULL").fetchone()[0]
+    assert raw > 1000 and kept == 0
+    assert warehouse.execute("SELECT count(*) FROM cdp.events WHERE context ->> '$.library.name' IS NOT NULL").fetchone()[0] > 1000

@@ -12,10 +12,12 @@ from dagster import AssetExecutionContext, AssetKey, AssetObservation, AssetOut,
 
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.parse import parse_changes, parse_events, parse_table
+from cdp_assets.events.pii import load_pii_rules, protect_columns, protect_events
 from cdp_assets.events.rules import apply_rules, great_expectations_result, load_suite, suite_rules
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
 from cdp_resources import WarehouseResource
+from cdp_resources.settings import config_dir
 from cdp_resources.warehouse import replace_table, table_exists
 
 EVENT_COLUMNS = [
@@ -116,7 +118,8 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                     events.append(accepted)
                 context.log.info(f"{source.name}: {total} records, {len(quarantine)} quarantined")
 
-            event_frame = _events(events)
+            pii = load_pii_rules(config_dir() / "pii.yaml")
+            event_frame = protect_events(_events(events), pii)
             event_rows = replace_table(con, "cdp.events", event_frame)
             quarantine_frame = pl.concat(quarantines)
             quarantine_rows = replace_table(con, "cdp.quarantine", quarantine_frame)
@@ -129,6 +132,8 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             table_rows = {}
             for source in table_sources:
                 accepted = results[source.name][1]
+                if accepted is not None:
+                    accepted = protect_columns(accepted, source.name, pii)
                 table_rows[source.name] = _write_table_source(con, source, accepted)
 
         # Outside the warehouse connection: GE's suite result is CPU work and must not hold the writer.
