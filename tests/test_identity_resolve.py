@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -284,37 +283,3 @@ def test_no_person_exceeds_a_limit_and_every_identifier_has_one_person(links, al
         counts = Counter(name.split(":")[0] for name in person)
         assert all(counts[rule.type] <= rule.limit for rule in LIMITED.identifiers if rule.limit)
         assert len({component[name] for name in person}) == 1  # limits only ever split, never join
-
-
-# --- scale (printed, not asserted: run with -s to see it) -----------------------------------------------
-
-
-def test_resolve_time_for_one_million_identifiers_in_chains_of_eight():
-    identifiers, edges = chains(persons=125_000)
-    started = time.perf_counter()
-    resolution = resolve_persons(identifiers, edges, RULES, now=day(100))
-    full = time.perf_counter() - started
-    started = time.perf_counter()
-    again = resolve_persons(identifiers, edges, RULES, previous=PreviousIdentity(resolution.id_map, resolution.persons))
-    incremental = time.perf_counter() - started
-    assert (resolution.id_map.height, resolution.persons.height, again.merges.height) == (1_000_000, 125_000, 0)
-    print(f"\nresolve 1M identifiers / 875k edges: full {full:.2f}s, with previous state {incremental:.2f}s")
-
-
-def chains(persons: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Each person: user_id – email – phone – crm_id – device_id – 3 anonymous ids, linked as a chain."""
-    kinds = ["user_id", "email", "phone", "crm_id", "device_id", "anonymous_id", "anonymous_id", "anonymous_id"]
-    identifiers = pl.DataFrame({"n": pl.int_range(persons * len(kinds), eager=True)}).select(
-        identifier_type=pl.Series(kinds * persons),
-        identifier_value=pl.format("v{}", "n"),
-        first_seen_at=pl.lit(START) + pl.duration(seconds="n"),
-        last_seen_at=pl.lit(START) + pl.duration(seconds="n"),
-        last_of_person=pl.col("n") % len(kinds) == len(kinds) - 1,
-    )
-    edges = identifiers.select(
-        left_type="identifier_type", left_value="identifier_value",
-        right_type=pl.col("identifier_type").shift(-1), right_value=pl.col("identifier_value").shift(-1),
-        source=pl.lit("test"), first_seen_at="first_seen_at", last_seen_at="last_seen_at",
-        last_of_person="last_of_person",
-    ).filter(~pl.col("last_of_person")).drop("last_of_person")
-    return identifiers.drop("last_of_person"), edges
