@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = commands.add_parser("profile", help="the 360 view of one person as JSON")
     profile.add_argument("identifier", metavar="TYPE:VALUE", help="e.g. email:ann@example.com")
+    profile.add_argument("--explain", metavar="TYPE:VALUE", help="show how (or why not) this identifier joins the other")
 
     collect = commands.add_parser("collect", help="run the event collector")
     collect.add_argument("--host", default="127.0.0.1")
@@ -84,9 +85,12 @@ def _profile(args) -> int:
     from cdp_assets.profiles.view import ProfileNotFound, person_view
 
     kind, _, value = args.identifier.partition(":")
-    if not value:
+    other_kind, _, other_value = (args.explain or "x:x").partition(":")
+    if not value or not other_value:
         print("expected TYPE:VALUE, e.g. email:ann@example.com", file=sys.stderr)
         return 2
+    if args.explain:
+        return _explain((kind, value), (other_kind, other_value))
     try:
         view = person_view(kind, value)
     except ProfileNotFound as exc:
@@ -111,6 +115,16 @@ def _segment_check(args) -> int:
     ok, text = check_segment_file(Path(args.file))
     print(text, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def _explain(a: tuple[str, str], b: tuple[str, str]) -> int:
+    from cdp_assets.identity.explain import explain_link
+    from cdp_assets.identity.rules import load_identity_rules
+    from cdp_resources import WarehouseResource
+
+    with WarehouseResource().connect() as con:
+        print("\n".join(explain_link(con, a, b, load_identity_rules(config_dir() / "identity.yaml"))))
+    return 0
 
 
 def _tracking_plan_sync(args) -> int:

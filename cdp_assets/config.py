@@ -35,6 +35,7 @@ class SourceConfig:
     columns: dict[str, str] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict)
     traits: tuple[str, ...] = ()
+    relationships: dict[str, str] = field(default_factory=dict)  # column -> kind (household, parent...)
 
 
 def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
@@ -63,7 +64,7 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
     for column, kind in columns.items():
         if kind not in COLUMN_TYPES:
             raise ConfigError(f"{where}.columns.{column}: type {kind!r} is not one of {sorted(COLUMN_TYPES)}")
-    for column in list(entry.get("identifiers") or {}) + list(entry.get("traits") or []):
+    for column in list(entry.get("identifiers") or {}) + list(entry.get("traits") or []) + list(entry.get("relationships") or {}):
         if columns and column not in columns:
             raise ConfigError(f"{where}: {column!r} is not a declared column")
     if entry["kind"] == "postgres":
@@ -88,4 +89,5 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         columns=dict(columns),
         identifiers=dict(entry.get("identifiers") or {}),
         traits=tuple(entry.get("traits") or ()),
+        relationships=dict(entry.get("relationships") or {}),
     )

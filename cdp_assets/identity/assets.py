@@ -4,7 +4,7 @@
 from datetime import datetime, timezone
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
 
 from cdp_assets.config import load_sources
 from cdp_assets.events.assets import validated_key
@@ -15,6 +15,7 @@ from cdp_assets.identity.edges import (
     identity_edges,
     normalized_sightings,
 )
+from cdp_assets.identity.relationships import person_relationships
 from cdp_assets.identity.resolve import PreviousIdentity, resolve_persons
 from cdp_assets.identity.rules import load_identity_rules
 from cdp_assets.metadata import markdown_preview
@@ -125,3 +126,22 @@ def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
 
 def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return {row[column]: row["len"] for row in frame.group_by(column).len().sort(column).iter_rows(named=True)}
+
+
+@asset(
+    key=["cdp", "relationships"],
+    deps=[AssetKey(["cdp", "id_map"]), AssetKey(["core", "identifier_lookup"]), *_validated],
+    group_name="identity",
+    owners=_OWNERS,
+    kinds={"duckdb"},
+    description="Persons and what relates them without merging them: group (account) membership, households, parents.",
+    pool="warehouse",
+)
+def relationships_asset(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    rules = load_identity_rules(config_dir() / "identity.yaml")
+    with warehouse.connect() as con:
+        relationships = person_relationships(con, _sources, rules)
+        rows = replace_table(con, "cdp.relationships", relationships)
+    return MaterializeResult(
+        metadata={"dagster/row_count": rows, "by_kind": MetadataValue.json(_counts(relationships, "kind"))}
+    )

@@ -49,6 +49,10 @@ class IdentityRules:
                 return rank
         return len(self.identifiers)
 
+    def strongest(self, identifiers: Mapping[str, str]) -> str:
+        """Of a source's identifier columns (column -> type), the one naming whom a row is about."""
+        return min(identifiers, key=lambda column: self.priority(identifiers[column]))
+
     def limit(self, identifier_type: str) -> int | None:
         return next((rule.limit for rule in self.identifiers if rule.type == identifier_type), None)
 

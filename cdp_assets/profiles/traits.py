@@ -80,7 +80,7 @@ def trait_observations(
             continue
         table = f"validated.{quote_ident(source.name)}"
         # The source's strongest identifier names the person the row is about.
-        column = min(source.identifiers, key=lambda c: identity.priority(source.identifiers[c]))
+        column = identity.strongest(source.identifiers)
         seen = quote_ident(source.time_column) if source.time_column else "received_at"
         for trait in source.traits:
             selects.append(

@@ -8,6 +8,7 @@ from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import load_identity_rules
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
+from cdp_resources.warehouse import table_exists
 
 
 class ProfileNotFound(LookupError):
@@ -40,6 +41,14 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
         segments = _rows(
             con, "SELECT segment, entered_at FROM cdp.segment_membership WHERE person_id = ? ORDER BY segment", [person_id]
         ) if _exists(con, "segment_membership") else []
+        traits = _rows(
+            con, "SELECT trait, value, source, observed_at FROM core.person_trait_values WHERE person_id = ? ORDER BY trait",
+            [person_id],
+        ) if _exists(con, "person_trait_values", "core") else []
+        relationships = _rows(
+            con, "SELECT kind, related_value, source, last_seen_at FROM cdp.relationships WHERE person_id = ? ORDER BY ALL",
+            [person_id],
+        ) if _exists(con, "relationships") else []
         recent = _rows(
             con,
             "SELECT event_id, event_type, event_name, occurred_at, source, properties FROM core.person_events "
@@ -52,12 +61,12 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
         "person_id": person_id,
         "identifiers": identifiers,
         "profile": profile[0] if profile else None,
+        "trait_sources": traits,
         "segments": segments,
+        "relationships": relationships,
         "recent_events": recent,
     }
 
 
-def _exists(con, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'cdp' AND table_name = ?", [table]
-    ).fetchone()[0])
+def _exists(con, table: str, schema: str = "cdp") -> bool:
+    return table_exists(con, f"{schema}.{table}")
