@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from cdp_assets import refresh
+from cdp_assets.activation import definitions as activation_defs
 from cdp_assets.dbt import definitions as dbt_defs
 from cdp_assets.events import definitions as events_defs
 from cdp_assets.identity import definitions as identity_defs
@@ -21,6 +22,7 @@ def build_definitions() -> Definitions:
         dbt_defs.definitions(),
         profiles_defs.definitions(),
         segments_defs.definitions(),
+        activation_defs.definitions(),
         refresh.definitions(list(sources.jobs)),
         Definitions(resources=resources()),
     )

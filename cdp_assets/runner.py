@@ -22,10 +22,10 @@ from cdp_resources import LandingZoneResource, WarehouseResource
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PUBLIC_TABLES = [
-    "events", "quarantine", "identity_edges", "id_map", "identity_merges", "profiles",
-    "segment_membership", "segment_changes",
+    "events", "quarantine", "identity_edges", "id_map", "identity_merges", "relationships", "profiles",
+    "profile_history", "segment_membership", "segment_changes", "deliveries",
 ]
-DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments"]
+DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments", "activation"]
 
 
 @dataclass

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -22,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import requests
 from dagster import ConfigurableResource
 
+from cdp_resources.http import backoff, retry_after
 from cdp_resources.settings import data_dir
 
 
@@ -97,22 +96,7 @@ class OrdersApiResource(ConfigurableResource):
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
-        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
-
-
-def retry_after(response: requests.Response) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+        return backoff(attempt, self.backoff_base_s, self.backoff_max_s)
 
 
 class _Pacer:

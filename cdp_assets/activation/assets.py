@@ -1,0 +1,85 @@
+"""One asset per destination in config/destinations.yaml, downstream of the segments it delivers."""
+
+import os
+from datetime import datetime, timezone
+
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from cdp_assets.activation.config import Destination
+from cdp_assets.activation.deliveries import deliver
+from cdp_assets.activation.exports import export_segment_files, segment_members, write_back_tags
+from cdp_assets.segments.assets import segment_key
+from cdp_resources import WarehouseResource
+from cdp_resources.destinations import HttpDelivery
+from cdp_resources.settings import data_dir
+
+
+def destination_key(name: str) -> AssetKey:
+    return AssetKey(["activation", name])
+
+
+def build_destination_asset(destination: Destination) -> AssetsDefinition:
+    deps = [segment_key(s) for s in destination.segments]
+    if destination.events:
+        deps.append(AssetKey(["core", "person_events"]))
+    what = ", ".join([*destination.segments, *(f"event {e}" for e in destination.events)])
+
+    @asset(
+        key=destination_key(destination.name),
+        deps=deps,
+        group_name="activation",
+        description=f"{destination.kind} destination {destination.name}: {what}.",
+        kinds={"python", "duckdb", "postgres" if destination.kind == "postgres" else destination.kind},
+        owners=["team:marketing-ops"],
+        metadata={"kind": destination.kind},
+    )
+    # No pool: HTTP calls never hold the warehouse; each short connection takes the warehouse lock.
+    def _destination(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+        return {"http": _http, "file": _file, "postgres": _postgres}[destination.kind](context, destination, warehouse)
+
+    return _destination
+
+
+def _skipped(context, destination: Destination, variable: str) -> MaterializeResult:
+    context.log.warning(f"{destination.name}: {variable} is not set, nothing delivered")
+    return MaterializeResult(metadata={"skipped": f"{variable} is not set"})
+
+
+def _http(context, destination: Destination, warehouse: WarehouseResource) -> MaterializeResult:
+    url = os.environ.get(destination.url_env, "")
+    if not url:
+        return _skipped(context, destination, destination.url_env)
+    secret = os.environ.get(destination.secret_env) if destination.secret_env else None
+    report = deliver(warehouse.connect, destination, HttpDelivery(url, secret), log=context.log.info)
+    return MaterializeResult(
+        metadata={
+            "enqueued": report.enqueued,
+            "sent": report.sent,
+            "retried": report.retried,
+            "failed": report.failed,
+            "dead_lettered": report.dead_lettered,
+            "waiting_behind_earlier": report.waiting,
+            "errors": MetadataValue.md("\n".join(f"- {e}" for e in report.errors[:20]) or "none"),
+        }
+    )
+
+
+def _file(context, destination: Destination, warehouse: WarehouseResource) -> MaterializeResult:
+    with warehouse.connect() as con:
+        members = segment_members(con, destination, destination.segments)
+    folder = data_dir() / "exports" / destination.name
+    written = export_segment_files(members, destination, folder, datetime.now(timezone.utc))
+    context.log.info(f"{destination.name}: {written} into {folder}")
+    return MaterializeResult(metadata={"rows": sum(written.values()), "per_segment": MetadataValue.json(written),
+                                       "folder": MetadataValue.path(str(folder))})
+
+
+def _postgres(context, destination: Destination, warehouse: WarehouseResource) -> MaterializeResult:
+    dsn = os.environ.get(destination.dsn_env, "")
+    if not dsn:
+        return _skipped(context, destination, destination.dsn_env)
+    with warehouse.connect() as con:
+        members = segment_members(con, destination, destination.segments)
+    counts = write_back_tags(members, destination, dsn)
+    return MaterializeResult(metadata={"persons_tagged": counts["persons"], "persons_cleared": counts["cleared"],
+                                       "table": destination.table})

@@ -1,0 +1,58 @@
+"""`config/destinations.yaml`: where segment changes and events are delivered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cdp_assets.config import ConfigError
+
+KINDS = ("http", "file", "postgres")
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    kind: str
+    segments: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    fields: dict[str, str] = field(default_factory=dict)  # payload field -> profile column
+    hash_identifiers: bool = False
+    url_env: str = ""
+    secret_env: str = ""
+    batch_size: int = 50
+    max_attempts: int = 8
+    format: str = "csv"
+    dsn_env: str = ""
+    table: str = ""
+
+
+def load_destinations(path: Path) -> dict[str, Destination]:
+    if not path.exists():
+        return {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    destinations = {}
+    known = set(Destination.__dataclass_fields__) - {"name"}
+    for name, entry in (document.get("destinations") or {}).items():
+        where = f"{path}: destinations.{name}"
+        entry = dict(entry or {})
+        if set(entry) - known:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(set(entry) - known)}")
+        if entry.get("kind") not in KINDS:
+            raise ConfigError(f"{where}.kind: {entry.get('kind')!r} is not one of {list(KINDS)}")
+        required = {"http": ("url_env",), "file": ("segments",), "postgres": ("dsn_env", "table", "segments")}[entry["kind"]]
+        for needed in required:
+            if not entry.get(needed):
+                raise ConfigError(f"{where}.{needed}: a {entry['kind']} destination needs it")
+        if entry.get("format", "csv") not in ("csv", "parquet"):
+            raise ConfigError(f"{where}.format: {entry['format']!r} is not csv or parquet")
+        for key in ("segments", "events"):
+            entry[key] = tuple(entry.get(key) or ())
+        entry["fields"] = dict(entry.get("fields") or {})
+        destinations[name] = Destination(name=name, **entry)
+    return destinations
