@@ -19,7 +19,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from cdp_assets.activation.config import Destination
-from cdp_assets.activation.deliveries import deliver, replay_dead_letters
+from cdp_assets.activation.definitions import replay_dead_letters_job
+from cdp_assets.activation.deliveries import deliver
 from cdp_assets.activation.exports import export_segment_files, segment_members, write_back_tags
 from cdp_resources import WarehouseResource
 from cdp_resources.destinations import HttpDelivery
@@ -141,8 +142,11 @@ def test_dead_letters_hold_the_persons_later_items_until_replayed(warehouse):
         assert report.dead_lettered == 1 and report.waiting == 2  # p1's two later changes wait behind it
         statuses = {(person, status) for _, person, _, status, _ in _ledger(warehouse)}
         assert ("p1", "dead") in statuses and ("p1", "pending") in statuses and ("p2", "sent") in statuses
-        with warehouse.connect() as con:
-            assert replay_dead_letters(con, "hook") == 1
+        replayed = replay_dead_letters_job.execute_in_process(
+            resources={"warehouse": warehouse},
+            run_config={"ops": {"replay_dead_letters_op": {"config": {"destination": "hook"}}}},
+        )
+        assert replayed.output_for_node("replay_dead_letters_op") == 1
         deliver(warehouse.connect, destination, _client(receiver.url))
         p1 = [i["change"] for i in receiver.accepted if i["person_id"] == "p1"]
         assert p1 == ["entered", "exited", "entered"]
