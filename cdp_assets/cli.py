@@ -1,4 +1,4 @@
-"""The `cdp` command line: demo, run, profile, collect, segment check, tracking-plan sync."""
+"""The `cdp` command line: demo, run, profile, collect, segment check, erase, export, tracking-plan sync."""
 
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     check = segment_commands.add_parser("check", help="validate a segment file, print its SQL and size")
     check.add_argument("file")
 
+    erase = commands.add_parser("erase", help="record a request to erase a person everywhere (GDPR/CCPA)")
+    erase.add_argument("identifier", metavar="TYPE:VALUE")
+    erase.add_argument("--now", action="store_true", help="process it at once and rebuild (else the privacy job does)")
+    export = commands.add_parser("export", help="everything held about a person, as one JSON document")
+    export.add_argument("identifier", metavar="TYPE:VALUE")
+
     plan = commands.add_parser("tracking-plan", help="tracking plan tools")
     plan_commands = plan.add_subparsers(dest="plan_command", required=True)
     plan_commands.add_parser("sync", help="regenerate the plan's part of expectations/events.json")
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check,
-        "tracking-plan": _tracking_plan_sync,
+        "tracking-plan": _tracking_plan_sync, "erase": _erase, "export": _export,
     }
     return handler[args.command](args)
 
@@ -125,6 +131,47 @@ def _explain(a: tuple[str, str], b: tuple[str, str]) -> int:
     with WarehouseResource().connect() as con:
         print("\n".join(explain_link(con, a, b, load_identity_rules(config_dir() / "identity.yaml"))))
     return 0
+
+
+def _identifier(text: str) -> tuple[str, str] | None:
+    kind, _, value = text.partition(":")
+    if not value:
+        print("expected TYPE:VALUE, e.g. email:ann@example.com", file=sys.stderr)
+        return None
+    return kind, value
+
+
+def _erase(args) -> int:
+    from cdp_assets.privacy.erase import request_erasure
+    from cdp_assets.privacy.jobs import process_erasure_requests
+    from cdp_assets.runner import run_everything
+    from cdp_resources import WarehouseResource
+
+    identifier = _identifier(args.identifier)
+    if identifier is None:
+        return 2
+    request_id = request_erasure(data_dir(), *identifier)
+    print(f"erasure request {request_id} recorded")
+    if not args.now:
+        print("the privacy job (sensor erasure_requests_sensor) processes it; or run `cdp erase --now`")
+        return 0
+    for audit in process_erasure_requests(WarehouseResource(), log=print):
+        print(json.dumps(audit, indent=2))
+    return 0 if run_everything(progress=print).success else 1
+
+
+def _export(args) -> int:
+    from cdp_assets.identity.rules import load_identity_rules
+    from cdp_assets.privacy.erase import export_person
+    from cdp_resources import WarehouseResource
+
+    identifier = _identifier(args.identifier)
+    if identifier is None:
+        return 2
+    with WarehouseResource().connect() as con:
+        document = export_person(con, *identifier, load_identity_rules(config_dir() / "identity.yaml"))
+    print(json.dumps(document, indent=2, default=_json_default))
+    return 0 if document["person_ids"] else 1
 
 
 def _tracking_plan_sync(args) -> int:

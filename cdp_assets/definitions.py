@@ -7,6 +7,7 @@ from cdp_assets.activation import definitions as activation_defs
 from cdp_assets.dbt import definitions as dbt_defs
 from cdp_assets.events import definitions as events_defs
 from cdp_assets.identity import definitions as identity_defs
+from cdp_assets.privacy import definitions as privacy_defs
 from cdp_assets.profiles import definitions as profiles_defs
 from cdp_assets.resources import resources
 from cdp_assets.segments import definitions as segments_defs
@@ -23,7 +24,8 @@ def build_definitions() -> Definitions:
         profiles_defs.definitions(),
         segments_defs.definitions(),
         activation_defs.definitions(),
-        refresh.definitions(list(sources.jobs)),
+        privacy_defs.definitions(),
+        refresh.definitions([*sources.jobs, privacy_defs.privacy_job]),
         Definitions(resources=resources()),
     )
 

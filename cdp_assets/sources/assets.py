@@ -24,6 +24,8 @@ from dagster import (
 
 from cdp_assets.config import SourceConfig
 from cdp_assets.metadata import markdown_preview
+from cdp_assets.privacy.files import strip_file
+from cdp_assets.privacy.suppression import Suppressions, load_suppressions, privacy_salt
 from cdp_assets.sources.partitions import PARTITIONS
 from cdp_assets.sources.readers import UnreadableFile, csv_records, jsonl_records
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
@@ -101,11 +103,21 @@ def _records_frame(rows: list[tuple[str, str, int, str]]) -> pl.DataFrame:
     )
 
 
-def _read_files(context, source, landing_zone, files, read) -> tuple[list, list[tuple[str, str]]]:
-    """Records of every readable file; unreadable files are moved to _rejected and listed."""
-    rows, rejected = [], []
+def _suppressions(warehouse, landing_zone) -> Suppressions:
+    with warehouse.connect() as con:
+        return load_suppressions(con, privacy_salt(landing_zone.base()))
+
+
+def _read_files(context, source, landing_zone, files, read, suppressions) -> tuple[list, list[tuple[str, str]], int]:
+    """Records of every readable file; unreadable files are moved to _rejected and listed. Records of
+    erased persons are first removed from the file itself (counted, not stored)."""
+    rows, rejected, removed = [], [], 0
     for number, file in enumerate(files, start=1):
         relative = file.path.relative_to(landing_zone.base()).as_posix()
+        suppressed = strip_file(file.path, suppressions)
+        if suppressed:
+            removed += suppressed
+            context.log.info(f"{relative}: removed {suppressed} record(s) of erased persons")
         try:
             rows += [(file.partition_key, relative, line, record) for line, record in read(file.path)]
         except UnreadableFile as exc:
@@ -114,10 +126,10 @@ def _read_files(context, source, landing_zone, files, read) -> tuple[list, list[
             context.log.warning(f"rejected {relative}: {exc}")
         if number % 200 == 0 or number == len(files):
             context.log.info(f"{source.name}: read {number}/{len(files)} files, {len(rows)} records")
-    return rows, rejected
+    return rows, rejected, removed
 
 
-def _store(context, source, warehouse, frame: pl.DataFrame, rejected, replace_partitions: list[str] | None):
+def _store(context, source, warehouse, frame: pl.DataFrame, rejected, replace_partitions: list[str] | None, **extra):
     """Replace the given partitions (or the whole table when None) with `frame`, in one transaction."""
     table = f"raw.{source.name}"
     with warehouse.connect() as con:
@@ -136,7 +148,7 @@ def _store(context, source, warehouse, frame: pl.DataFrame, rejected, replace_pa
             )
         con.execute("COMMIT")
         total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    return _result(frame, rejected, total)
+    return _result(frame, rejected, total, **extra)
 
 
 def _result(frame: pl.DataFrame, rejected, total: int, **extra) -> MaterializeResult:
@@ -161,8 +173,8 @@ def _extract_landing(context, source, warehouse, landing_zone, orders_api):
     keys = _selected_keys(context)
     wanted = set(keys)
     files = [f for f in landing_zone.landing_files(source.name) if f.partition_key in wanted]
-    rows, rejected = _read_files(context, source, landing_zone, files, jsonl_records)
-    return _store(context, source, warehouse, _records_frame(rows), rejected, keys)
+    rows, rejected, suppressed = _read_files(context, source, landing_zone, files, jsonl_records, _suppressions(warehouse, landing_zone))
+    return _store(context, source, warehouse, _records_frame(rows), rejected, keys, suppressed_records=suppressed)
 
 
 def _extract_imports(context, source, warehouse, landing_zone, orders_api):
@@ -170,8 +182,10 @@ def _extract_imports(context, source, warehouse, landing_zone, orders_api):
     wanted = set(keys)
     files = [f for f in landing_zone.import_files(source.name) if f.partition_key in wanted]
     required = list(source.columns)
-    rows, rejected = _read_files(context, source, landing_zone, files, lambda p: csv_records(p, required))
-    return _store(context, source, warehouse, _records_frame(rows), rejected, keys)
+    rows, rejected, suppressed = _read_files(
+        context, source, landing_zone, files, lambda p: csv_records(p, required), _suppressions(warehouse, landing_zone)
+    )
+    return _store(context, source, warehouse, _records_frame(rows), rejected, keys, suppressed_records=suppressed)
 
 
 def _extract_cdc(context, source, warehouse, landing_zone, orders_api):
@@ -183,8 +197,8 @@ def _extract_cdc(context, source, warehouse, landing_zone, orders_api):
             return csv_records(path, ["Op"])
         return jsonl_records(path)
 
-    rows, rejected = _read_files(context, source, landing_zone, files, read)
-    return _store(context, source, warehouse, _records_frame(rows), rejected, None)
+    rows, rejected, suppressed = _read_files(context, source, landing_zone, files, read, _suppressions(warehouse, landing_zone))
+    return _store(context, source, warehouse, _records_frame(rows), rejected, None, suppressed_records=suppressed)
 
 
 def _cursor_table(warehouse, table: str, source_name: str) -> str | None:
@@ -211,9 +225,11 @@ def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApi
     table = f"raw.{source.name}"
     cursor = _cursor_table(warehouse, table, source.name)
     loaded = []
+    suppressions = _suppressions(warehouse, landing_zone)
     with orders_api.endpoint() as base_url:
         for page, next_cursor in orders_api.pages(base_url, cursor):
-            page_rows = [("", base_url, 0, json.dumps(order) if isinstance(order, dict) else str(order)) for order in page]
+            records = [json.dumps(order) if isinstance(order, dict) else str(order) for order in page]
+            page_rows = [("", base_url, 0, record) for record in records if not suppressions.matches_record(record)]
             frame = _records_frame(page_rows)
             _commit_page(warehouse, table, source.name, frame, next_cursor)
             loaded.append(frame)
@@ -243,9 +259,11 @@ def _extract_postgres(context, source, warehouse, landing_zone, orders_api):
             ).fetchall()
         } if cursor else set()
     dsn, read, loaded = connection_string(source.dsn_env), 0, []
+    suppressions = _suppressions(warehouse, landing_zone)
     for page in table_pages(dsn, source.table, key, column, cursor, source.page_size):
         read += len(page)
         fresh = [row for row in page if not (row[column] == cursor and str(row[key]) in held)]
+        fresh = [row for row in fresh if not suppressions.matches_record(json.dumps(row, default=str))]
         previous, cursor = cursor, page[-1][column]
         held = {str(row[key]) for row in page if row[column] == cursor} | (held if previous == cursor else set())
         frame = _records_frame([("", source.table, 0, json.dumps(row, default=str)) for row in fresh])

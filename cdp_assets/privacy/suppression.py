@@ -1,0 +1,120 @@
+"""Suppressed identifiers: salted hashes of everything an erased person was known by.
+
+Records are matched by value, whatever field holds it: every string in a record (an event, a CDC envelope,
+a CSV row, an API order) is normalized as an email, a phone and a plain identifier, hashed with the salt,
+and looked up. So no source needs its own rules, and the list itself holds no personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from cdp_assets.identity.normalize import normalize_identifier
+
+SALT_ENV = "CDP_PII_SALT"
+_PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{7,20}$")
+SUPPRESSIONS_DDL = """CREATE TABLE IF NOT EXISTS cdp.suppressions (
+    identifier_type VARCHAR, identifier_hash VARCHAR, requested_at TIMESTAMP, PRIMARY KEY (identifier_type, identifier_hash))"""
+
+
+def privacy_salt(data_dir: Path) -> str:
+    """The salt from the environment, else one generated once for this instance (kept beside the data,
+    mode 0600), so hashes stay comparable across runs."""
+    if os.environ.get(SALT_ENV):
+        return os.environ[SALT_ENV]
+    path = data_dir / "privacy" / "salt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def identifier_hash(salt: str, value: str) -> str:
+    return hashlib.sha256(f"{salt}{value}".encode()).hexdigest()
+
+
+@lru_cache(maxsize=200_000)
+def candidate_values(text: str, region: str = "US") -> frozenset[str]:
+    """The normalized forms a string could be as an identifier."""
+    value = text.strip()
+    if not value:
+        return frozenset()
+    forms = {value}
+    if "@" in value:
+        forms.add(value.lower())
+    if _PHONE_LIKE.match(value):
+        phone = normalize_identifier("phone", value, region)
+        if phone:
+            forms.add(phone)
+    return frozenset(forms)
+
+
+def _strings(node) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+class KnownValues:
+    """Membership test against identifiers known in clear (while an erasure runs): every spelling seen."""
+
+    def __init__(self, values: Iterable[str]):
+        self.values = frozenset(v.strip().lower() for v in values if v and v.strip())
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def matches_values(self, values: Iterable[str]) -> bool:
+        return any(isinstance(v, str) and v.strip().lower() in self.values for v in values)
+
+    def matches_record(self, text: str) -> bool:
+        try:
+            return self.matches_values(_strings(json.loads(text)))
+        except ValueError:
+            return self.matches_values(re.split(r'[\s,;"{}\[\]:]+', text))
+
+
+class Suppressions:
+    """Membership test for records against the hashed identifiers of erased persons."""
+
+    def __init__(self, salt: str, hashes: Iterable[str], region: str = "US"):
+        self.salt, self.hashes, self.region = salt, frozenset(hashes), region
+
+    def __bool__(self) -> bool:
+        return bool(self.hashes)
+
+    def matches_values(self, values: Iterable[str]) -> bool:
+        return any(
+            identifier_hash(self.salt, form) in self.hashes for value in values for form in candidate_values(value, self.region)
+        )
+
+    def matches_record(self, text: str) -> bool:
+        """True when a raw record (JSON text) carries a suppressed identifier anywhere."""
+        if not self.hashes:
+            return False
+        try:
+            return self.matches_values(_strings(json.loads(text)))
+        except ValueError:  # not JSON: look at its tokens
+            return self.matches_values(re.split(r'[\s,;"{}\[\]:]+', text))
+
+
+def load_suppressions(con, salt: str, region: str = "US") -> Suppressions:
+    from cdp_resources.warehouse import table_exists
+
+    if not table_exists(con, "cdp.suppressions"):
+        return Suppressions(salt, ())
+    return Suppressions(salt, [r[0] for r in con.execute("SELECT identifier_hash FROM cdp.suppressions").fetchall()], region)
