@@ -25,6 +25,30 @@ _held = threading.local()
 
 
 @contextmanager
+def file_lock(path: Path, timeout_s: float = 1800.0, holder: str = "another process") -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing), shared by all processes; waits up to
+    `timeout_s`, then names what it waited for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout_s:.0f}s for {holder} to release {path}")
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def warehouse_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
     """Exclusive, re-entrant (per thread) lock on the warehouse file, shared by all processes."""
     depth = getattr(_held, "depth", 0)
@@ -35,26 +59,12 @@ def warehouse_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
         finally:
             _held.depth -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"waited {timeout_s:.0f}s for the warehouse lock on {path}")
-                time.sleep(0.05)
+    with file_lock(Path(f"{path}.lock"), timeout_s, "the warehouse's current writer"):
         _held.depth = 1
         try:
             yield
         finally:
             _held.depth = 0
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 class WarehouseResource(ConfigurableResource):

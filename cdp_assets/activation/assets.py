@@ -5,9 +5,10 @@ from datetime import datetime, timezone
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cdp_assets.activation.config import Destination
+from cdp_assets.activation.config import Destination, unknown_segments
 from cdp_assets.activation.deliveries import deliver
 from cdp_assets.activation.exports import export_segment_files, segment_members, write_back_tags
+from cdp_assets.config import ConfigError
 from cdp_assets.segments.assets import segment_key
 from cdp_resources import WarehouseResource
 from cdp_resources.destinations import HttpDelivery
@@ -18,23 +19,29 @@ def destination_key(name: str) -> AssetKey:
     return AssetKey(["activation", name])
 
 
-def build_destination_asset(destination: Destination) -> AssetsDefinition:
-    deps = [segment_key(s) for s in destination.segments]
+def build_destination_asset(destination: Destination, known_segments: set[str] | None = None) -> AssetsDefinition:
+    """`known_segments`: the segment names defined in config; a destination naming another one shows up
+    as INVALID and its runs fail saying which name is unknown (instead of quietly delivering nothing)."""
+    unknown = unknown_segments(destination, known_segments) if known_segments is not None else []
+    deps = [segment_key(s) for s in destination.segments if s not in unknown]
     if destination.events:
         deps.append(AssetKey(["core", "person_events"]))
     what = ", ".join([*destination.segments, *(f"event {e}" for e in destination.events)])
+    problem = f"destinations.{destination.name}.segments: no segment named {', '.join(unknown)} in config/segments/" if unknown else ""
 
     @asset(
         key=destination_key(destination.name),
         deps=deps,
         group_name="activation",
-        description=f"{destination.kind} destination {destination.name}: {what}.",
+        description=(f"INVALID {problem}. " if problem else "") + f"{destination.kind} destination {destination.name}: {what}.",
         kinds={"python", "duckdb", "postgres" if destination.kind == "postgres" else destination.kind},
         owners=["team:marketing-ops"],
         metadata={"kind": destination.kind},
     )
     # No pool: HTTP calls never hold the warehouse; each short connection takes the warehouse lock.
     def _destination(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+        if problem:
+            raise ConfigError(problem)
         return {"http": _http, "file": _file, "postgres": _postgres}[destination.kind](context, destination, warehouse)
 
     return _destination
@@ -50,15 +57,27 @@ def _http(context, destination: Destination, warehouse: WarehouseResource) -> Ma
     if not url:
         return _skipped(context, destination, destination.url_env)
     secret = os.environ.get(destination.secret_env) if destination.secret_env else None
-    report = deliver(warehouse.connect, destination, HttpDelivery(url, secret), log=context.log.info)
+    if destination.secret_env and not secret:
+        context.log.warning(f"{destination.name}: {destination.secret_env} is not set, deliveries are not signed")
+    client = HttpDelivery(url, secret, timeout_s=destination.timeout_s)
+    lock = warehouse.file().with_name(f"deliveries.{destination.name}.lock")
+    report = deliver(warehouse.connect, destination, client, log=context.log.info, lock_path=lock)
+    if report.failed or report.stopped:
+        context.log.warning(f"{destination.name}: {report.failed} failed this run; {report.stopped or 'retried next run'}")
     return MaterializeResult(
         metadata={
+            # this run
             "enqueued": report.enqueued,
             "sent": report.sent,
             "retried": report.retried,
             "failed": report.failed,
             "dead_lettered": report.dead_lettered,
             "waiting_behind_earlier": report.waiting,
+            "deferred": report.deferred,
+            # the ledger after this run
+            "open_total": report.open_total,
+            "dead_total": report.dead_total,
+            "stopped": report.stopped or "no",
             "errors": MetadataValue.md("\n".join(f"- {e}" for e in report.errors[:20]) or "none"),
         }
     )
@@ -68,7 +87,7 @@ def _file(context, destination: Destination, warehouse: WarehouseResource) -> Ma
     with warehouse.connect() as con:
         members = segment_members(con, destination, destination.segments)
     folder = data_dir() / "exports" / destination.name
-    written = export_segment_files(members, destination, folder, datetime.now(timezone.utc))
+    written = export_segment_files(members, destination, folder, datetime.now(timezone.utc), context.run.run_id)
     context.log.info(f"{destination.name}: {written} into {folder}")
     return MaterializeResult(metadata={"rows": sum(written.values()), "per_segment": MetadataValue.json(written),
                                        "folder": MetadataValue.path(str(folder))})

@@ -22,8 +22,9 @@ class Destination:
     hash_identifiers: bool = False
     url_env: str = ""
     secret_env: str = ""
-    batch_size: int = 50
-    max_attempts: int = 8
+    batch_size: int = 50       # items per POST ({"batch": [...]}); 1 for destinations that take one at a time
+    max_attempts: int = 8      # delivery runs that may fail an item before it is dead-lettered
+    timeout_s: float = 10.0    # per request
     format: str = "csv"
     dsn_env: str = ""
     table: str = ""
@@ -49,6 +50,10 @@ def load_destinations(path: Path) -> dict[str, Destination]:
         for needed in required:
             if not entry.get(needed):
                 raise ConfigError(f"{where}.{needed}: a {entry['kind']} destination needs it")
+        for number, minimum in (("batch_size", 1), ("max_attempts", 1), ("timeout_s", 0.001)):
+            value = entry.get(number, minimum)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+                raise ConfigError(f"{where}.{number}: {value!r} is not a number >= {minimum}")
         if entry.get("format", "csv") not in ("csv", "parquet"):
             raise ConfigError(f"{where}.format: {entry['format']!r} is not csv or parquet")
         for key in ("segments", "events"):
@@ -56,3 +61,9 @@ def load_destinations(path: Path) -> dict[str, Destination]:
         entry["fields"] = dict(entry.get("fields") or {})
         destinations[name] = Destination(name=name, **entry)
     return destinations
+
+
+def unknown_segments(destination: Destination, known: set[str]) -> list[str]:
+    """Segments a destination names that no `config/segments/*.yaml` defines (a typo would otherwise
+    quietly deliver nothing)."""
+    return [segment for segment in destination.segments if segment not in known]

@@ -29,20 +29,29 @@ def segment_members(con, destination: Destination, segments: tuple[str, ...]) ->
     ).pl()
 
 
-def export_segment_files(members: pl.DataFrame, destination: Destination, folder: Path, stamp: datetime) -> dict[str, int]:
-    """One file per segment for this run, appearing atomically (temp name, fsync, rename)."""
+def export_segment_files(
+    members: pl.DataFrame, destination: Destination, folder: Path, stamp: datetime, run_id: str = ""
+) -> dict[str, int]:
+    """One file per segment for this run (`<UTC time>[_<run id>].<format>`), appearing atomically (temp
+    name, fsync, rename): a tool that pulls never reads half a file."""
     written = {}
     for segment in destination.segments:
         rows = members.filter(pl.col("segment") == segment).drop("segment")
         traits = pl.DataFrame([json.loads(t) for t in rows["traits"]]) if destination.fields and len(rows) else None
         rows = rows.drop("traits") if traits is None else pl.concat([rows.drop("traits"), traits], how="horizontal")
-        target = folder / segment / f"{stamp:%Y%m%dT%H%M%S}.{destination.format}"
+        name = f"{stamp:%Y%m%dT%H%M%SZ}" + (f"_{run_id[:8]}" if run_id else "")
+        target = folder / segment / f"{name}.{destination.format}"
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name("." + target.name)
         rows.write_parquet(temp) if destination.format == "parquet" else rows.write_csv(temp)
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
         written[segment] = len(rows)
     return written
 
