@@ -2,6 +2,9 @@
 
 Validation, identity, profiles and the hourly segments are unpartitioned and rebuilt from the raw layer,
 so one refresh run after each extract keeps them current; daily segments have their own schedule.
+An extract that succeeds while a refresh run is still waiting to start requests none: that run has read
+nothing yet and will see the new data too, so a burst of extracts behind a busy queue does not pile up one
+full rebuild each.
 """
 
 from dagster import (
@@ -10,7 +13,9 @@ from dagster import (
     DefaultSensorStatus,
     Definitions,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
+    SkipReason,
     define_asset_job,
     run_status_sensor,
 )
@@ -35,6 +40,14 @@ def definitions(source_jobs) -> Definitions:
         name="refresh_after_extract",
     )
     def refresh_after_extract(context):
+        waiting = context.instance.get_run_records(
+            filters=RunsFilter(
+                job_name=refresh_job.name, statuses=[DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED]
+            ),
+            limit=1,
+        )
+        if waiting:
+            return SkipReason(f"refresh run {waiting[0].dagster_run.run_id} has not started yet and will read this data")
         return RunRequest(run_key=context.dagster_run.run_id)
 
     return Definitions(

@@ -3,7 +3,9 @@
 Registered customers browse anonymously on one to three devices, sign up and later log in on each device;
 some visitors never sign up; two accounts share a family laptop; emails carry case and space noise and
 phones come in mixed formats. The CRM arrives as Debezium change files, orders through the (local) orders
-API, store purchases as daily CSV exports. A known number of bad records of several kinds is mixed in.
+API, store purchases as daily CSV exports. A few customers have an older order history, so that every segment
+template has members: lapsed ones last bought over 90 days ago (they still browse, but do not order), loyal
+ones place their tenth order within the month. A known number of bad records of several kinds is mixed in.
 `sample_manifest.json` records what a correct pipeline must find back (persons, quarantined records by
 reason, an example person's purchases). Same arguments, same bytes: only `random.Random(seed)` is used.
 """
@@ -41,6 +43,7 @@ class Person:
     phone: str = ""  # E.164
     user_id: str = ""
     crm_id: str = ""
+    history: str = "recent"  # recent | lapsed | loyal: which orders the API holds for a registered person
     devices: list[tuple[str, str | None]] = field(default_factory=list)  # (anonymous id, device id)
 
 
@@ -124,7 +127,7 @@ def _browse(shop: _Shop, person: Person, device: tuple[str, str | None], user_id
         elif roll < 0.75:
             messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_viewed",
                                      properties={"product_id": product, "category": shop.rng.choice(CATEGORIES)}))
-        elif roll < 0.93 or user_id is None:
+        elif roll < 0.93 or user_id is None or person.history == "lapsed":
             messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_added",
                                      properties={"product_id": product, "price": round(shop.rng.uniform(5, 120), 2),
                                                  "category": shop.rng.choice(CATEGORIES)}))
@@ -261,6 +264,17 @@ def _crm_files(shop: _Shop, root: Path) -> tuple[int, int, str]:
     return len(customers) - 1, 3, deleted.crm_id
 
 
+def _order_times(shop: _Shop, person: Person, example: Person) -> list[datetime]:
+    """When a registered person ordered: within the month, or the older history the lapsed and tenth-order
+    segment templates look for (those persons buy nothing in stores, so the API holds all their orders)."""
+    if person.history == "lapsed":  # bought before, nothing in the last 90 days
+        return [shop.end - timedelta(days=shop.rng.uniform(91, 365)) for _ in range(shop.rng.choice([1, 2, 3]))]
+    if person.history == "loyal":  # nine orders over the past year, the tenth within the month
+        return [shop.end - timedelta(days=shop.rng.uniform(31, 365)) for _ in range(9)] + [shop.moment()]
+    count = shop.rng.choice([0, 0, 1, 1, 2, 3, 5]) if person is not example else 2
+    return [shop.moment() for _ in range(count)]
+
+
 def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
     folder = root / "api" / "orders"
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,14 +282,14 @@ def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
     for person in shop.persons:
         if person.kind != "registered":
             continue
-        count = shop.rng.choice([0, 0, 1, 1, 2, 3, 5]) if person is not example else 2
-        for _ in range(count):
+        for at in _order_times(shop, person, example):
             amount = round(shop.rng.uniform(20, 300), 2)
-            status = "refunded" if shop.rng.random() < 0.1 and person is not example else "completed"
+            refunded = shop.rng.random() < 0.1 and person is not example and person.history == "recent"
+            status = "refunded" if refunded else "completed"
             orders.append({"order_id": shop.ident("ord"), "customer_email": shop.noisy_email(person.email),
                            "amount": amount, "currency": "EUR", "status": status,
                            "items": sorted(shop.rng.sample(PRODUCTS, shop.rng.randrange(1, 4))),
-                           "created_at": _iso(shop.moment())})
+                           "created_at": _iso(at)})
             if status == "completed":
                 per_person[person.index][0] += 1
                 per_person[person.index][1] += amount
@@ -300,6 +314,8 @@ def _pos(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
             count = shop.rng.choice([1, 2])
         elif person is example:
             count = 2
+        elif person.history != "recent":
+            count = 0
         else:
             count = shop.rng.choice([0, 0, 0, 1, 2])
         for _ in range(count):
@@ -345,6 +361,13 @@ def generate_sample_data(data_dir: Path, events: int = 100_000, seed: int = 7, e
         if person.kind == "offline" or (person.kind == "registered" and (person.index == 0 or shop.rng.random() < 0.8)):
             person.crm_id = f"crm_{person.index:06d}"
     example = registered[0]
+    # After the persons with a part above (example, family laptop, aliases, groups): customers with history.
+    lapsed = max(1, len(registered) // 25)
+    loyal = max(1, len(registered) // 100)
+    for person in registered[8 : 8 + lapsed]:
+        person.history = "lapsed"
+    for person in registered[8 + lapsed : 8 + lapsed + loyal]:
+        person.history = "loyal"
 
     web_persons = [p for p in shop.persons if p.kind in ("registered", "anonymous")]
     good, laptop = _web_messages(shop, per_person=events / len(web_persons) * 1.25)

@@ -160,6 +160,9 @@ def test_traits_survive_by_config_traits_yaml(demo, warehouse):
 
 
 def test_segments_match_their_rules(demo, warehouse):
+    sizes = dict(warehouse.execute("SELECT segment, count(*) FROM cdp.segment_membership GROUP BY segment").fetchall())
+    templates = sorted(p.stem for p in (config_dir() / "segments").glob("*.yaml"))
+    assert [t for t in templates if not sizes.get(t)] == [], sizes  # the sample shop gives every template members
     vip = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.segment_membership WHERE segment = 'vip_buyers'").fetchall()}
     expected = {r[0] for r in warehouse.execute("SELECT person_id FROM cdp.profiles WHERE total_revenue >= 500").fetchall()}
     assert vip == expected and vip

@@ -22,6 +22,7 @@ from cdp_assets.segments.compiler import (
     compile_segment,
     load_segment,
     load_segments,
+    load_valid_segments,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -410,6 +411,22 @@ def test_cycle_names_file_and_line(tmp_path):
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'c.yaml'}:2: "), message
     assert "a -> b -> c -> a" in message
+
+
+def test_load_valid_segments_keeps_the_others_and_says_why_a_reuse_fails(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nwhere: {segment: b}\n")
+    (tmp_path / "b.yaml").write_text("name: b\nwhere: {trait: city, op: greater, value: x}\n")
+    (tmp_path / "c.yaml").write_text("name: c\nwhere: {segment: d}\n")
+    (tmp_path / "d.yaml").write_text("name: d\nwhere: {segment: c}\n")
+    (tmp_path / "e.yaml").write_text("name: e\nwhere: {trait: city, op: is_set}\n")
+    valid, errors = load_valid_segments(tmp_path)
+    assert sorted(valid) == ["e"]
+    assert errors[tmp_path / "b.yaml"].startswith(f"{tmp_path / 'b.yaml'}:2: unknown operator 'greater'")
+    assert errors[tmp_path / "a.yaml"] == (
+        f"{tmp_path / 'a.yaml'}:2: segment 'b' cannot be reused: its definition {tmp_path / 'b.yaml'} is invalid"
+    )
+    assert "in a cycle: c -> d -> c" in errors[tmp_path / "d.yaml"]  # then c reuses the now invalid d
+    assert errors[tmp_path / "c.yaml"].startswith(f"{tmp_path / 'c.yaml'}:2: segment 'd' cannot be reused")
 
 
 def test_load_segments_orders_dependencies(tmp_path):

@@ -4,17 +4,22 @@ Membership lives in `cdp.segment_membership` (who is in now, since when) and eve
 `cdp.segment_changes`, which is what destinations consume.
 """
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from cdp_assets.segments.compiler import (
+    DEFAULT_REFRESH,
+    REFRESH_CHOICES,
     SegmentDefinition,
     SegmentError,
     catalog_from_warehouse,
     compile_segment,
     load_valid_segments,
+    property_events,
 )
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
@@ -32,7 +37,8 @@ def segment_key(name: str) -> AssetKey:
 
 def refresh_segment(con, definition: SegmentDefinition, now: datetime) -> dict[str, int]:
     """Evaluate one segment and apply the difference to membership and changes, in one transaction."""
-    compiled = compile_segment(definition, catalog_from_warehouse(con), now)
+    catalog = catalog_from_warehouse(con, event_names=property_events(definition))
+    compiled = compile_segment(definition, catalog, now)
     con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
     con.execute(MEMBERSHIP_DDL)
     con.execute(CHANGES_DDL)
@@ -93,17 +99,18 @@ def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
     return _segment
 
 
-def build_invalid_segment_asset(path: Path, error: str) -> AssetsDefinition:
+def build_invalid_segment_asset(path: Path, error: str, name: str | None = None) -> AssetsDefinition:
     """A definition that does not compile still shows up, in the UI and in runs, as an asset whose
-    materialization fails with the file:line message, while every other segment loads and runs."""
+    materialization fails with the file:line message, while every other segment loads and runs. It stays
+    in the refresh it declares (when that much is readable), so the failure shows in the runs it belongs to."""
 
     @asset(
-        key=segment_key(path.stem),
+        key=segment_key(name or path.stem),
         group_name="segments",
         description=f"INVALID definition {path.name}: {error}",
         kinds={"duckdb", "sql"},
         owners=["team:marketing-ops"],
-        tags={"refresh": "daily"},
+        tags={"refresh": _declared_refresh(path)},
         metadata={"definition": path.name, "error": error},
     )
     def _invalid_segment() -> None:
@@ -112,8 +119,30 @@ def build_invalid_segment_asset(path: Path, error: str) -> AssetsDefinition:
     return _invalid_segment
 
 
+def _declared_refresh(path: Path) -> str:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return DEFAULT_REFRESH
+    refresh = document.get("refresh") if isinstance(document, dict) else None
+    return refresh if refresh in REFRESH_CHOICES else DEFAULT_REFRESH
+
+
+def _asset_name(path: Path, taken: set[str]) -> str:
+    """The file name as a Dagster name (`my segment.yaml` -> my_segment), unique among the segments: a bad
+    file name must not stop the code location from loading."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
+
+
 def segment_assets(directory: Path | None = None) -> list[AssetsDefinition]:
     definitions, errors = load_valid_segments(directory or config_dir() / "segments")
+    taken = set(definitions)
     return [build_segment_asset(definitions[name]) for name in sorted(definitions)] + [
-        build_invalid_segment_asset(path, error) for path, error in sorted(errors.items())
+        build_invalid_segment_asset(path, error, _asset_name(path, taken)) for path, error in sorted(errors.items())
     ]

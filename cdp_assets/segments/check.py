@@ -2,30 +2,79 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cdp_assets.segments.compiler import SegmentError, catalog_from_warehouse, compile_segment, load_segment, load_segments
+from cdp_assets.segments.compiler import (
+    MEMBERSHIP_TABLE,
+    SegmentDefinition,
+    SegmentError,
+    catalog_from_warehouse,
+    check_references,
+    compile_segment,
+    load_segment,
+    load_valid_segments,
+    segment_refs,
+)
 from cdp_resources import WarehouseResource
 from cdp_resources.warehouse import table_exists
 
+RUN_FIRST = "run `cdp run` (or `make demo`) first"
+
 
 def check_segment_file(path: Path, warehouse: WarehouseResource | None = None) -> tuple[bool, str]:
-    """(valid, text): the SQL and size for a valid file, the error naming file and line otherwise."""
+    """(valid, text): the SQL and size for a valid file, the error naming file and line otherwise.
+
+    References are checked against the other files of the folder; a bad file there that this one does not
+    reuse is not this file's problem (the code location loads it the same way)."""
     warehouse = warehouse or WarehouseResource()
+    path = Path(path)
     try:
         definition = load_segment(path)
-        load_segments(path.parent)  # references and cycles are checked across the folder
+        others, errors = load_valid_segments(path.parent)
+        if path in errors:
+            raise SegmentError(errors[path])
+        check_references({**others, definition.name: definition}, invalid={p.stem: p for p in errors})
+        if not warehouse.file().exists():
+            return False, f"{path}: parsed, but there is no warehouse at {warehouse.file()} yet; {RUN_FIRST}"
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         with warehouse.connect() as con:
             if not table_exists(con, "cdp.profiles"):
                 return False, (
-                    f"{path}: parsed, but {warehouse.file()} has no cdp.profiles yet to check traits against; "
-                    "run `cdp run` (or `make demo`) first"
+                    f"{path}: parsed, but {warehouse.file()} has no cdp.profiles yet to check traits against; {RUN_FIRST}"
                 )
-            compiled = compile_segment(definition, catalog_from_warehouse(con), now)
-            size = con.execute(f"SELECT count(DISTINCT person_id) FROM ({compiled.sql})", compiled.params).fetchone()[0]
+            catalog = catalog_from_warehouse(con)
+            compiled = compile_segment(definition, catalog, now)
+            _check_reused(definition, others, catalog, now)
+            if definition.depends_on and not table_exists(con, MEMBERSHIP_TABLE):
+                size = f"unknown: the segments it reuses ({', '.join(definition.depends_on)}) have not been evaluated yet"
+            else:
+                count = con.execute(f"SELECT count(DISTINCT person_id) FROM ({compiled.sql})", compiled.params).fetchone()[0]
+                size = str(count)
+                if definition.depends_on:
+                    size += f" (with the last evaluated members of {', '.join(definition.depends_on)})"
     except SegmentError as exc:
         return False, str(exc)
-    params = ", ".join(repr(p) for p in compiled.params)
+    params = ", ".join(_parameter_text(p) for p in compiled.params)
     return True, f"{definition.name}: valid\n\n{compiled.sql}\n\nparameters: [{params}]\nsize: {size}"
+
+
+def _check_reused(definition: SegmentDefinition, others: dict[str, SegmentDefinition], catalog, now: datetime) -> None:
+    """A reused segment that parses but does not compile (an unknown trait, say) fails its asset, and this
+    one's with it: say so now, at the line of the reference."""
+    for ref in segment_refs(definition.where):
+        reused = others[ref.name]
+        try:
+            compile_segment(reused, catalog, now)
+            _check_reused(reused, others, catalog, now)
+        except SegmentError as exc:
+            raise SegmentError(f"{definition.path}:{ref.line}: reuses segment '{ref.name}', which is invalid: {exc}") from None
+
+
+def _parameter_text(value) -> str:
+    """Parameters as a reader would write them: UTC timestamps and durations rather than Python reprs."""
+    if isinstance(value, datetime):
+        return repr(value.isoformat(sep=" ", timespec="seconds"))
+    if isinstance(value, timedelta):
+        return f"interval {str(value)!r}"
+    return repr(value)
