@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests share two cores with pipeline tests: a slow example is load, not a failure.
+settings.register_profile("cdp", deadline=None)
+settings.load_profile("cdp")
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CDP_CONFIG_DIR", str(REPO / "config"))

@@ -4,7 +4,7 @@
 from datetime import datetime, timezone
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MaterializeResult, MetadataValue, asset, multi_asset
 
 from cdp_assets.config import load_sources
 from cdp_assets.events.assets import validated_key
@@ -16,15 +16,12 @@ from cdp_assets.identity.edges import (
     normalized_sightings,
 )
 from cdp_assets.identity.relationships import person_relationships
-from cdp_assets.identity.resolve import PreviousIdentity, resolve_persons
 from cdp_assets.identity.rules import load_identity_rules
+from cdp_assets.identity.store import update_persons
 from cdp_assets.metadata import markdown_preview
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
-from cdp_resources.warehouse import replace_table, table_exists
-
-MERGES_DDL = """CREATE TABLE IF NOT EXISTS cdp.identity_merges (
-    from_person_id VARCHAR, to_person_id VARCHAR, reason VARCHAR, "at" TIMESTAMP)"""
+from cdp_resources.warehouse import replace_table
 
 _sources = load_sources()
 
@@ -71,6 +68,10 @@ def identity_edges_asset(context: AssetExecutionContext, warehouse: WarehouseRes
 _RESOLUTION_INPUTS = [AssetKey(["cdp", "identity_edges"]), AssetKey(["core", "identifiers"])]
 
 
+class ResolveConfig(Config):
+    full_rebuild: bool = False  # re-resolve every identifier, not only the components changed edges reach
+
+
 @multi_asset(
     specs=[
         AssetSpec(["cdp", "id_map"], deps=_RESOLUTION_INPUTS, owners=_OWNERS, kinds={"duckdb", "polars", "scipy"},
@@ -84,40 +85,31 @@ _RESOLUTION_INPUTS = [AssetKey(["cdp", "identity_edges"]), AssetKey(["core", "id
     group_name="identity",
     pool="warehouse",
 )
-def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource):
-    """Resolve persons from the edges; person ids are stable across runs."""
+def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource, config: ResolveConfig):
+    """Resolve persons from the edges; person ids are stable across runs. Only the components that
+    changed edges reach are re-resolved, unless the rules changed or a full rebuild is asked for."""
     rules = load_identity_rules(config_dir() / "identity.yaml")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        identifiers = con.sql("SELECT * FROM core.identifiers").pl()
-        edges = con.sql("SELECT * FROM cdp.identity_edges").pl()
-        previous = None
-        if table_exists(con, "cdp.id_map") and table_exists(con, "core.persons"):
-            previous = PreviousIdentity(
-                id_map=con.sql("SELECT identifier_type, identifier_value, person_id FROM cdp.id_map").pl(),
-                persons=con.sql("SELECT person_id, created_at FROM core.persons").pl(),
-            )
-    resolution = resolve_persons(identifiers, edges, rules, previous=previous, now=now)
-    with warehouse.connect() as con:
-        con.execute("BEGIN")
-        rows = replace_table(con, "cdp.id_map", resolution.id_map)
-        persons = replace_table(con, "core.persons", resolution.persons)
-        con.execute(MERGES_DDL)
-        if not resolution.merges.is_empty():
-            merges = resolution.merges  # noqa: F841 (read by DuckDB's replacement scan)
-            con.execute('INSERT INTO cdp.identity_merges SELECT from_person_id, to_person_id, reason, "at" FROM merges')
-        con.execute("COMMIT")
-    context.log.info(f"{rows} identifiers → {persons} persons, {len(resolution.merges)} merges/splits")
-    reasons = _counts(resolution.merges, "reason") if len(resolution.merges) else {}
+        update = update_persons(con, rules, now, full_rebuild=config.full_rebuild)
+        rows = con.execute("SELECT count(*) FROM cdp.id_map").fetchone()[0]
+        by_type = dict(con.execute("SELECT identifier_type, count(*) FROM cdp.id_map GROUP BY 1 ORDER BY 1").fetchall())
+    context.log.info(
+        f"{update.mode}: re-resolved {update.identifiers} identifiers over {update.edges} edges; "
+        f"{rows} identifiers → {update.persons} persons, {len(update.merges)} merges/splits"
+    )
+    reasons = _counts(update.merges, "reason") if len(update.merges) else {}
     yield MaterializeResult(
         asset_key=["cdp", "id_map"],
         metadata={
             "dagster/row_count": rows,
-            "persons": persons,
-            "identifiers_by_type": MetadataValue.json(_counts(resolution.id_map, "identifier_type")),
+            "persons": update.persons,
+            "mode": update.mode,
+            "identifiers_resolved": update.identifiers,
+            "identifiers_by_type": MetadataValue.json(by_type),
         },
     )
-    yield MaterializeResult(asset_key=["core", "persons"], metadata={"dagster/row_count": persons})
+    yield MaterializeResult(asset_key=["core", "persons"], metadata={"dagster/row_count": update.persons})
     yield MaterializeResult(
         asset_key=["cdp", "identity_merges"],
         metadata={"merges": reasons.get("merge", 0), "splits": reasons.get("split", 0)},

@@ -1,32 +1,44 @@
 """Why two identifiers are (or are not) one person: the chain of edges between them, and for a link the
-resolution skipped, which rule skipped it. Read from the warehouse, so it explains what was decided."""
+resolution did not apply, which rule kept it out. Read from the warehouse, so it explains what was decided.
+
+- One person: the shortest chain of edges inside that person (edges whose both ends it holds), which is
+  how the resolution joined them.
+- Two persons: the shortest chain over every recorded edge; each link between two different persons is
+  marked with the rule that kept it out: a blocked identifier, a shared one (decided by the same code as
+  the resolution), or the type limit the union would break. No chain: nothing links them.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 
 import duckdb
+import polars as pl
 
 from cdp_assets.identity.normalize import normalize_identifier
+from cdp_assets.identity.resolve import identity_graph
 from cdp_assets.identity.rules import IdentityRules
 
 MAX_HOPS = 12
 
 Identifier = tuple[str, str]
+Link = tuple[Identifier, Identifier, str]
 
 
 def explain_link(con: duckdb.DuckDBPyConnection, a: Identifier, b: Identifier, rules: IdentityRules) -> list[str]:
     """Readable lines: the persons of `a` and `b`, the shortest chain of recorded edges joining them
-    (each edge with its source), and for a link between two different persons the rule that kept it out."""
+    (each edge with its sources), and for a link between two different persons the rule that kept it out."""
     a, b = (_normalized(node, rules) for node in (a, b))
     persons = {node: _person(con, node) for node in (a, b)}
-    lines = [f"{_name(n)} → {persons[n] or 'no person (blocked, or never seen)'}" for n in (a, b)]
-    path = _shortest_path(con, a, b)
+    lines = [f"{_name(n)} → {persons[n] or _no_person(n, rules)}" for n in (a, b)]
+    if a == b:
+        return lines + ["the same identifier"]
+    one = persons[a] is not None and persons[a] == persons[b]
+    path = _shortest_path(con, a, b, within=persons[a] if one else None)
     if path is None:
         lines.append(f"not joined: no chain of at most {MAX_HOPS} recorded edges connects them")
         return lines
-    verdict = "one person" if persons[a] and persons[a] == persons[b] else "not joined"
-    lines.append(f"{verdict}: chain of {len(path)} edge(s)")
+    lines.append(f"{'one person' if one else 'not joined'}: chain of {len(path)} edge(s)")
     for left, right, source in path:
         held = _person(con, left), _person(con, right)
         note = "" if held[0] and held[0] == held[1] else f"   ✗ not applied: {_skipped_because(con, left, right, held, rules)}"
@@ -43,6 +55,17 @@ def _normalized(node: Identifier, rules: IdentityRules) -> Identifier:
     return node[0], normalize_identifier(node[0], node[1], rules.default_phone_region) or node[1]
 
 
+def _blocked(node: Identifier, rules: IdentityRules) -> bool:
+    frame = pl.DataFrame({"identifier_type": [node[0]], "identifier_value": [node[1]]})
+    return bool(frame.select(rules.blocked()).item())
+
+
+def _no_person(node: Identifier, rules: IdentityRules) -> str:
+    if _blocked(node, rules):
+        return "no person: a blocked value (config/identity.yaml blocked_values)"
+    return "no person: never seen (or seen after the last resolution)"
+
+
 def _person(con, node: Identifier) -> str | None:
     row = con.execute(
         "SELECT person_id FROM cdp.id_map WHERE identifier_type = ? AND identifier_value = ?", list(node)
@@ -50,20 +73,30 @@ def _person(con, node: Identifier) -> str | None:
     return row[0] if row else None
 
 
-def _neighbours(con, frontier: list[Identifier]) -> list[tuple[Identifier, Identifier, str]]:
+def _neighbours(con, frontier: list[Identifier], within: str | None) -> list[Link]:
+    """Edges touching the frontier; with `within`, only those whose both ends that person holds."""
     con.execute("CREATE OR REPLACE TEMP TABLE _frontier (t VARCHAR, v VARCHAR)")
     con.executemany("INSERT INTO _frontier VALUES (?, ?)", frontier)
+    inside = """JOIN cdp.id_map l ON l.identifier_type = e.left_type AND l.identifier_value = e.left_value AND l.person_id = $person
+                JOIN cdp.id_map r ON r.identifier_type = e.right_type AND r.identifier_value = e.right_value AND r.person_id = $person"""
     rows = con.execute(
-        """SELECT left_type, left_value, right_type, right_value, string_agg(DISTINCT source, ', ')
-           FROM cdp.identity_edges e JOIN _frontier f
-             ON (f.t, f.v) = (e.left_type, e.left_value) OR (f.t, f.v) = (e.right_type, e.right_value)
-           GROUP BY ALL"""
+        # one equality join per end: an OR in the join condition makes DuckDB compare every edge with every
+        # frontier node (12 s instead of 0.05 s for a frontier of 1,000 over 1M edges)
+        f"""WITH touching AS (
+                SELECT e.* FROM cdp.identity_edges e JOIN _frontier f ON f.t = e.left_type AND f.v = e.left_value
+                UNION
+                SELECT e.* FROM cdp.identity_edges e JOIN _frontier f ON f.t = e.right_type AND f.v = e.right_value)
+            SELECT e.left_type, e.left_value, e.right_type, e.right_value, string_agg(DISTINCT e.source, ', ' ORDER BY e.source)
+            FROM touching e
+            {inside if within else ''}
+            GROUP BY ALL ORDER BY ALL""",
+        {"person": within} if within else None,
     ).fetchall()
     return [((lt, lv), (rt, rv), source) for lt, lv, rt, rv, source in rows]
 
 
-def _shortest_path(con, a: Identifier, b: Identifier) -> list[tuple[Identifier, Identifier, str]] | None:
-    """Breadth-first over cdp.identity_edges (applied or not), one SQL query per hop."""
+def _shortest_path(con, a: Identifier, b: Identifier, within: str | None = None) -> list[Link] | None:
+    """Breadth-first over cdp.identity_edges, one SQL query per hop."""
     came_from: dict[Identifier, tuple[Identifier, str] | None] = {a: None}
     frontier = deque([a])
     for _ in range(MAX_HOPS):
@@ -71,7 +104,7 @@ def _shortest_path(con, a: Identifier, b: Identifier) -> list[tuple[Identifier, 
             break
         step = list(frontier)
         frontier.clear()
-        for left, right, source in _neighbours(con, step):
+        for left, right, source in _neighbours(con, step, within):
             for here, there in ((left, right), (right, left)):
                 if here in came_from and there not in came_from:
                     came_from[there] = (here, source)
@@ -89,21 +122,10 @@ def _shortest_path(con, a: Identifier, b: Identifier) -> list[tuple[Identifier, 
 def _skipped_because(con, left: Identifier, right: Identifier, persons, rules: IdentityRules) -> str:
     for node, person in ((left, persons[0]), (right, persons[1])):
         if person is None:
-            return f"{_name(node)} is blocked or has no person"
-    threshold = rules.shared_identifier_threshold
-    limited = [rule.type for rule in rules.identifiers if rule.limit == 1]
+            return f"{_name(node)} is {'blocked' if _blocked(node, rules) else 'not resolved yet'}"
     for node in (left, right):
-        linked = con.execute(
-            """SELECT count(DISTINCT (other_type, other_value)) FROM (
-                   SELECT right_type AS other_type, right_value AS other_value FROM cdp.identity_edges
-                   WHERE left_type = ? AND left_value = ?
-                   UNION ALL
-                   SELECT left_type, left_value FROM cdp.identity_edges WHERE right_type = ? AND right_value = ?)
-               WHERE list_contains(?, other_type)""",
-            [*node, *node, limited],
-        ).fetchone()[0]
-        if threshold is not None and linked > threshold:
-            return f"{_name(node)} is shared: linked to {linked} identifiers of a limit-1 type (threshold {threshold})"
+        if reason := _shared_because(con, node, rules):
+            return reason
     counts = con.execute(
         "SELECT identifier_type, count(*) FROM cdp.id_map WHERE person_id IN (?, ?) GROUP BY 1", list(persons)
     ).fetchall()
@@ -112,3 +134,26 @@ def _skipped_because(con, left: Identifier, right: Identifier, persons, rules: I
         if limit is not None and count > limit:
             return f"joining {persons[0]} and {persons[1]} would give one person {count} {identifier_type}s (limit {limit})"
     return "a stronger or more recent link of the same identifier won under the limits (see README: Limits)"
+
+
+def _shared_because(con, node: Identifier, rules: IdentityRules) -> str | None:
+    """Why `node` is shared, if it is: decided by the resolution's own rule over its edges."""
+    if rules.shared_identifier_threshold is None:
+        return None
+    edges = con.execute(
+        """SELECT left_type, left_value, right_type, right_value, first_seen_at, last_seen_at FROM cdp.identity_edges
+           WHERE (left_type = $t AND left_value = $v) OR (right_type = $t AND right_value = $v)""",
+        {"t": node[0], "v": node[1]},
+    ).pl()
+    identifiers = pl.DataFrame({"identifier_type": [node[0]], "identifier_value": [node[1]], "first_seen_at": [None]})
+    if not identity_graph(identifiers, edges, rules, scope=True).shared[0]:
+        return None
+    ends = pl.concat([
+        edges.select(identifier_type="left_type", identifier_value="left_value"),
+        edges.select(identifier_type="right_type", identifier_value="right_value"),
+    ]).unique().filter(~rules.blocked() & ((pl.col("identifier_type") != node[0]) | (pl.col("identifier_value") != node[1])))
+    singular = [rule.type for rule in rules.identifiers if rule.limit == 1]
+    counts = ends.filter(pl.col("identifier_type").is_in(singular)).group_by("identifier_type").len().sort("len", descending=True)
+    most = counts.row(0) if counts.height else ("identifier", 0)
+    return (f"{_name(node)} is shared: linked to {most[1]} {most[0]}s "
+            f"(more than shared_identifier_threshold {rules.shared_identifier_threshold}), so it links nobody")

@@ -1,21 +1,25 @@
 """Persons (OneID) from the identity graph: which identifiers are one person, and each person's stable id.
 
-Who is who is a pure function of this run's identifiers, edges and rules, never of earlier runs: an
-incremental run equals a full rebuild, whatever order records arrived in or how runs were split. Earlier
-runs only decide the names: a person keeps its id, a merge keeps the oldest id, a split part gets a new one.
+Who is who is a pure function of the identifiers, edges and rules, never of earlier runs or of row order:
+an incremental run (`cdp_assets.identity.store`) equals a full rebuild. Earlier runs only decide the names:
+a person keeps its id, a merge keeps the oldest id, a split part gets a new one.
 
 The rules, each in one place:
-- blocked values (`IdentityRules.blocked`, applied in `_nodes`) are no identifier at all: no person, no link;
-- a shared identifier (`_without_shared`) keeps a person of its own but links nothing;
+- blocked values (`IdentityRules.blocked`, in `identity_graph`) are no identifier at all: no person, no link;
+- a shared identifier (`_shared`) keeps a person of its own but links nothing;
 - limits (`_within_limits`, in the order of `_strongest_first`) refuse a union that would give a person
-  more identifiers of a type than its limit; components within every limit skip that Python step;
+  more identifiers of a type than its limit;
 - ids (`_person_ids`): survivorship across runs, and `_new_ids` for persons never seen before.
+
+Speed: identifiers are coded as integers once (two hash joins), and everything after that is numpy on
+integer arrays: scipy's connected components for the linked identifiers, and the Python union-find of the
+limits only for the components that break a limit. No step sorts strings except over those few components.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -30,19 +34,23 @@ TIME = pl.Datetime("us")
 IDENTIFIERS_SCHEMA = {"identifier_type": pl.String, "identifier_value": pl.String, "first_seen_at": TIME}
 EDGES_SCHEMA = {"left_type": pl.String, "left_value": pl.String, "right_type": pl.String, "right_value": pl.String,
                 "first_seen_at": TIME, "last_seen_at": TIME}
-ID_MAP_SCHEMA = {"identifier_type": pl.String, "identifier_value": pl.String, "person_id": pl.String}
 PERSONS_SCHEMA = {"person_id": pl.String, "created_at": TIME}
 MERGES_SCHEMA = {"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": TIME}
 _KEY = ["identifier_type", "identifier_value"]
+_NEVER = np.iinfo(np.int64).max  # first seen at no known time: after every known time
 
 
 @dataclass(frozen=True)
 class PreviousIdentity:
     """The last run's result: `id_map` (identifier_type, identifier_value, person_id) and `persons`
-    (person_id, created_at)."""
+    (person_id, created_at), for at least the identifiers being resolved.
+
+    `ids_in_use(ids)` says which of some person ids earlier runs gave out; by default those in `persons`.
+    An incremental run passes only the persons it touches and asks the warehouse about the others."""
 
     id_map: pl.DataFrame
     persons: pl.DataFrame
+    ids_in_use: Callable[[list[str]], set[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,30 @@ class Resolution:
     id_map: pl.DataFrame  # identifier_type, identifier_value, person_id: every unblocked identifier once
     persons: pl.DataFrame  # person_id, created_at
     merges: pl.DataFrame  # from_person_id, to_person_id, reason ("merge" | "split"), at
+    # identifier_type, identifier_value, component: the identifiers the kept links connect, before limits.
+    # Persons never cross a component, which is what lets an incremental run re-resolve only some of them.
+    components: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class IdentityGraph:
+    """Identifiers coded as integers: node i is row i of `nodes` (identifier_type, identifier_value).
+    `a`/`b` are the links the rules keep (both ends usable, neither shared; one per edge
+    row, so possibly repeated). A node is `usable` when it is not blocked and inside the scope."""
+
+    nodes: pl.DataFrame
+    kind: np.ndarray  # per node, its type as an index into `types`
+    types: list[str]
+    type_limits: list[int]  # per type, its limit (0: none)
+    rank: np.ndarray  # per node, its type's priority (0: highest)
+    limit: np.ndarray  # per node, its type's limit (0: none)
+    first_seen: np.ndarray  # per node, int64 microseconds (_NEVER: unknown)
+    usable: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    last_seen: np.ndarray  # per link, int64 microseconds (_NEVER: unknown)
+    shared: np.ndarray
+    reaches_outside: pl.DataFrame  # identifier_type, identifier_value: nodes outside the scope a kept link reaches
 
 
 def resolve_persons(
@@ -59,136 +91,222 @@ def resolve_persons(
     previous: PreviousIdentity | None = None,
     now: datetime | None = None,
 ) -> Resolution:
-    """Resolve normalized `identifiers` (type, value, first_seen_at, last_seen_at) linked by `edges`
-    (left_type, left_value, right_type, right_value, source, first_seen_at, last_seen_at) into persons.
+    """Resolve normalized `identifiers` (identifier_type, identifier_value, first_seen_at; one row per
+    identifier) linked by `edges` (left_type, left_value, right_type, right_value, first_seen_at,
+    last_seen_at) into persons. An identifier only named by an edge is resolved too.
 
     `now` (naive UTC; default: the current time) stamps merges and dates persons seen at no known time.
     """
+    return resolve_graph(identity_graph(identifiers, edges, rules), previous, now)
+
+
+def identity_graph(
+    identifiers: pl.DataFrame, edges: pl.DataFrame, rules: IdentityRules, *, scope: bool = False
+) -> IdentityGraph:
+    """The coded graph. With `scope`, `identifiers` is the part being re-resolved and an edge end outside
+    it only counts towards its neighbour being shared (it is resolved elsewhere); `reaches_outside` then
+    lists the outside identifiers a kept link reaches, whose components belong in the scope too."""
+    identifiers = identifiers.select(_shaped(IDENTIFIERS_SCHEMA)).filter(pl.col("identifier_value").is_not_null())
+    edges = edges.select(_shaped(EDGES_SCHEMA))
+    nodes, named, a, b, edge_first, edge_last = _coded(identifiers, edges)
+    inside = np.arange(nodes.height) < named if scope else np.ones(nodes.height, bool)
+
+    first_seen = nodes["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy().copy()
+    for ends in (a, b):  # an identifier was first seen at its earliest sighting, on a record or in an edge
+        known = ends >= 0
+        np.minimum.at(first_seen, ends[known], edge_first[known])
+
+    types = nodes["identifier_type"].unique().sort().to_list()
+    kind = nodes["identifier_type"].cast(pl.Enum(types)).to_physical().to_numpy().astype(np.int64)
+    type_limits = [rules.limit(t) or 0 for t in types]
+    rank = np.array([rules.priority(t) for t in types] or [0], np.int64)[kind]
+    limit = np.array(type_limits or [0], np.int64)[kind]
+    usable = ~nodes.select(rules.blocked()).to_series().to_numpy()
+
+    keep = (a >= 0) & (b >= 0)
+    a, b, last_seen = a[keep], b[keep], edge_last[keep]
+    keep = (a != b) & usable[a] & usable[b]
+    a, b, last_seen = a[keep], b[keep], last_seen[keep]
+    shared = _shared(a, b, kind, limit, nodes.height, rules.shared_identifier_threshold)
+    keep = ~shared[a] & ~shared[b]
+    a, b, last_seen = a[keep], b[keep], last_seen[keep]
+
+    # A kept link across the scope's border: the other component belongs in the scope. (An outside end
+    # counted as shared here is shared: it has at least this many links.)
+    crossing = inside[a] != inside[b]
+    reached = np.unique(np.where(inside[a], b, a)[crossing])
+    keep = inside[a] & inside[b]
+    return IdentityGraph(
+        nodes=nodes.select(_KEY), kind=kind, types=types, type_limits=type_limits, rank=rank, limit=limit,
+        first_seen=first_seen, usable=usable & inside, a=a[keep], b=b[keep], last_seen=last_seen[keep],
+        shared=shared, reaches_outside=nodes[reached].select(_KEY),
+    )
+
+
+def resolve_graph(graph: IdentityGraph, previous: PreviousIdentity | None = None, now: datetime | None = None) -> Resolution:
     now = _utc_naive(now)
-    identifiers, edges = identifiers.select(_shaped(IDENTIFIERS_SCHEMA)), edges.select(_shaped(EDGES_SCHEMA))
-    nodes = _nodes(identifiers, edges, rules)
-    links = _without_shared(_links(edges, nodes), nodes, rules)
-    nodes = nodes.with_columns(component=pl.Series(_components(nodes, links), dtype=pl.Int64))
-    ids, merges = _person_ids(nodes, previous, now)
+    n = graph.nodes.height
+    count, component = _components(n, graph.a, graph.b)
+    person = _within_limits_where_needed(graph, count, component)
+    everyone = bool(graph.usable.all())
+    nodes = np.arange(n) if everyone else np.flatnonzero(graph.usable)
+    anchors = _anchors(graph, nodes, person[nodes])
+    ids, merges = _person_ids(graph, nodes, person[nodes], anchors, previous, now)
+    label = np.full(int(person.max(initial=-1)) + 1, -1, np.int64)
+    label[ids["person"].to_numpy()] = np.arange(ids.height)
+    resolved = graph.nodes if everyone else graph.nodes[nodes]
     return Resolution(
-        id_map=nodes.join(ids, on="component", maintain_order="left").select(_shaped(ID_MAP_SCHEMA)),
-        persons=ids.select(_shaped(PERSONS_SCHEMA)).sort("person_id"),
+        id_map=resolved.with_columns(person_id=ids["person_id"].gather(label[person[nodes]])),
+        persons=ids.select(_shaped(PERSONS_SCHEMA)),
         merges=merges,
+        components=resolved.with_columns(component=pl.Series(component[nodes], dtype=pl.Int64)),
     )
 
 
-def _nodes(identifiers: pl.DataFrame, edges: pl.DataFrame, rules: IdentityRules) -> pl.DataFrame:
-    """One row per unblocked identifier (also those only named by an edge), numbered `node` in (type, value)
-    order, with its priority `rank`, its type's `limit`, and `anchor_order`: its position when sorted by
-    first seen, then priority, then (type, value); a person's first identifier in that order is its anchor."""
-    sightings = [identifiers.lazy().select(*_KEY, "first_seen_at")] + [
-        edges.lazy().select(
-            identifier_type=f"{end}_type", identifier_value=f"{end}_value", first_seen_at="first_seen_at"
+def _coded(identifiers: pl.DataFrame, edges: pl.DataFrame):
+    """(nodes, named, a, b, first_seen, last_seen): the `named` identifiers, then those only edges name, as
+    rows (identifier_type, identifier_value, first_seen_at); each edge's end nodes (-1: no identifier) and
+    times in microseconds (_NEVER where unknown)."""
+    nodes, coded = identifiers, _code_ends(identifiers, edges)
+    if _listed_twice(identifiers, coded, edges.height):  # take each identifier's earliest sighting
+        nodes = identifiers.group_by(_KEY, maintain_order=True).agg(pl.col("first_seen_at").min())
+        coded = _code_ends(nodes, edges)
+    named = nodes.height
+    missing = coded.filter(pl.col("a").is_null() | pl.col("b").is_null())
+    if not missing.is_empty():  # ends no identifier row names: new nodes after the others
+        rows = edges[missing["row"]]
+        ends = pl.concat([
+            rows.filter(missing["a"].is_null()).select(identifier_type="left_type", identifier_value="left_value"),
+            rows.filter(missing["b"].is_null()).select(identifier_type="right_type", identifier_value="right_value"),
+        ]).drop_nulls().unique(maintain_order=True)
+        nodes = pl.concat([nodes, ends.with_columns(first_seen_at=pl.lit(None, TIME))])
+        index = nodes.select(_KEY).with_row_index("node")
+        filled = (
+            rows.lazy().select("left_type", "left_value", "right_type", "right_value").with_columns(row=missing["row"])
+            .join(index.lazy(), left_on=["left_type", "left_value"], right_on=_KEY, how="left")
+            .join(index.lazy(), left_on=["right_type", "right_value"], right_on=_KEY, how="left", suffix="_right")
+            .select("row", a=pl.col("node"), b=pl.col("node_right"))
+            .collect()
         )
-        for end in ("left", "right")
-    ]
-    # Collected before filtering, so that blocked values are looked up once per identifier, not per sighting.
-    seen = pl.concat(sightings).group_by(_KEY).agg(pl.col("first_seen_at").min()).collect()
-    usable = pl.col("identifier_value").is_not_null() & ~rules.blocked()
-    nodes = seen.lazy().filter(usable).sort(_KEY).with_row_index("node").collect()
-    types = nodes["identifier_type"].unique().to_list()
-    per_type = pl.DataFrame(
-        [(t, rules.priority(t), rules.limit(t)) for t in types],
-        schema={"identifier_type": pl.String, "rank": pl.Int32, "limit": pl.Int64},
-        orient="row",
+        coded = coded.update(filled, on="row", include_nulls=True)
+    row = coded["row"].to_numpy()
+    return (
+        nodes,
+        named,
+        coded["a"].fill_null(-1).to_numpy().astype(np.int64),
+        coded["b"].fill_null(-1).to_numpy().astype(np.int64),
+        edges["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy()[row],
+        edges["last_seen_at"].to_physical().fill_null(_NEVER).to_numpy()[row],
     )
-    nodes = nodes.join(per_type, on="identifier_type", maintain_order="left")
-    return nodes.with_columns(anchor_order=_anchor_order(nodes))
 
 
-def _anchor_order(nodes: pl.DataFrame) -> np.ndarray:
-    """Each node's position when sorted by first seen (never seen: last), priority, then node. numpy's
-    lexsort of three integer columns is ten times faster here than a multi-column polars sort."""
-    never = np.iinfo(np.int64).max
-    first_seen = nodes["first_seen_at"].to_physical().fill_null(never).to_numpy()
-    order = np.lexsort((nodes["node"].to_numpy(), nodes["rank"].to_numpy(), first_seen))
-    position = np.empty_like(order)
-    position[order] = np.arange(order.size)
-    return position
-
-
-def _links(edges: pl.DataFrame, nodes: pl.DataFrame) -> pl.DataFrame:
-    """Distinct undirected links between two different unblocked nodes (a < b), last seen when."""
-    index = nodes.lazy().select(*_KEY, "node")
+def _code_ends(identifiers: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+    """Per edge row: `row` (its position in `edges`) and the node numbers `a`, `b` of its ends (null if no
+    identifier row names them)."""
+    index = identifiers.lazy().select(_KEY).with_row_index("node")
     return (
         edges.lazy()
-        .join(index, left_on=["left_type", "left_value"], right_on=_KEY)
-        .join(index, left_on=["right_type", "right_value"], right_on=_KEY, suffix="_right")
-        .filter(pl.col("node") != pl.col("node_right"))
-        .group_by(a=pl.min_horizontal("node", "node_right"), b=pl.max_horizontal("node", "node_right"))
-        .agg(pl.col("last_seen_at").max())
+        .select("left_type", "left_value", "right_type", "right_value")
+        .with_row_index("row")
+        .join(index, left_on=["left_type", "left_value"], right_on=_KEY, how="left")
+        .join(index, left_on=["right_type", "right_value"], right_on=_KEY, how="left", suffix="_right")
+        .select("row", a="node", b="node_right")
         .collect()
     )
 
 
-def _without_shared(links: pl.DataFrame, nodes: pl.DataFrame, rules: IdentityRules) -> pl.DataFrame:
-    """`links` minus every link of a shared identifier: one linked to more persons than the threshold.
-
-    Persons are counted by the types a person holds at most one of (limit 1, e.g. user_id): an identifier
-    linked to 11 distinct user ids (or 11 crm ids) is linked to at least 11 persons. A shared identifier
-    is left as a person of its own."""
-    threshold = rules.shared_identifier_threshold
-    if threshold is None:
-        return links
-    singular = nodes.filter(pl.col("limit") == 1).select(other="node", other_type="identifier_type")
-    neighbours = pl.concat([links.select(node="a", other="b"), links.select(node="b", other="a")])
-    shared = (
-        neighbours.join(singular, on="other")
-        .group_by("node", "other_type")
-        .len()
-        .filter(pl.col("len") > threshold)["node"]
-        .unique()
-    )
-    return links.filter(~pl.col("a").is_in(shared.implode()) & ~pl.col("b").is_in(shared.implode()))
+def _listed_twice(identifiers: pl.DataFrame, coded: pl.DataFrame, edges: int) -> bool:
+    """Whether some identifier has two rows. One an edge names shows as an edge coded twice; otherwise
+    both rows are named by no edge, so only those few are compared (a full uniqueness check would cost
+    as much as coding)."""
+    if coded.height != edges:
+        return True
+    named = np.zeros(identifiers.height, bool)
+    for end in ("a", "b"):
+        named[coded[end].drop_nulls().to_numpy()] = True
+    lone = identifiers.filter(~named)
+    return lone.height > 1 and bool(lone.select(_KEY).is_duplicated().any())
 
 
-def _components(nodes: pl.DataFrame, links: pl.DataFrame) -> np.ndarray:
-    """A person label per node: connected components, except that components breaking a limit are
-    resolved link by link (`_within_limits`). Only those pay for Python; the rest is vectorised."""
-    a, b = links["a"].to_numpy(), links["b"].to_numpy()
-    graph = coo_array((np.ones(links.height, np.int8), (a, b)), shape=(nodes.height, nodes.height))
+def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n: int, threshold: int | None) -> np.ndarray:
+    """True for a shared identifier: one linked to more persons than the threshold. Persons are counted
+    by the types a person holds at most one of (limit 1, e.g. user_id): an identifier linked to 11
+    distinct user ids (or 11 crm ids) is linked to at least 11 persons. Only identifiers with more links
+    than the threshold can be shared, so only their links are counted exactly."""
+    shared = np.zeros(n, bool)
+    if threshold is None or a.size == 0:
+        return shared
+    degree = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
+    candidates = degree > threshold
+    around = candidates[a] | candidates[b]
+    if not around.any():
+        return shared
+    node, other = np.concatenate([a[around], b[around]]), np.concatenate([b[around], a[around]])
+    pick = candidates[node] & (limit[other] == 1)
+    ends = pl.DataFrame({"node": node[pick], "other": other[pick], "other_kind": kind[other[pick]]}).unique()
+    counted = ends.group_by("node", "other_kind").len()
+    shared[counted.filter(pl.col("len") > threshold)["node"].to_numpy()] = True
+    return shared
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    if n == 0:
+        return 0, np.zeros(0, np.int64)
+    graph = coo_array((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
     count, labels = connected_components(graph, directed=False)
-    component = pl.Series("component", labels)
-    over_limit = (
-        nodes.select("identifier_type", "limit", component)
-        .group_by("component", "identifier_type")
-        .agg(pl.len(), pl.col("limit").first())
-        .filter(pl.col("len") > pl.col("limit"))["component"]
-        .unique()
-    )
-    if over_limit.is_empty():
-        return labels
-    inside = component.is_in(over_limit.implode())
-    roots = _within_limits(nodes.filter(inside), _strongest_first(links.filter(inside.gather(links["a"])), nodes))
-    labels[np.fromiter(roots.keys(), np.int64)] = count + np.fromiter(roots.values(), np.int64)
-    return labels
+    return count, labels.astype(np.int64)
 
 
-def _strongest_first(links: pl.DataFrame, nodes: pl.DataFrame) -> list[tuple[int, int]]:
+def _within_limits_where_needed(graph: IdentityGraph, count: int, component: np.ndarray) -> np.ndarray:
+    """A person label per node: its component, except in components holding more identifiers of a type
+    than its limit, which are resolved link by link (`_within_limits`): only those pay for Python."""
+    over = np.zeros(count, bool)
+    for kind, limit in enumerate(graph.type_limits):
+        if limit:
+            over |= np.bincount(component[graph.usable & (graph.kind == kind)], minlength=count) > limit
+    if not over.any():
+        return component
+    members = np.flatnonzero(over[component] & graph.usable)
+    links = np.flatnonzero(over[component[graph.a]])
+    roots = _within_limits(graph, members, _strongest_first(graph, members, links))
+    person = component.copy()
+    person[members] = count + roots  # a root is a node number, so labels stay distinct
+    return person
+
+
+def _strongest_first(graph: IdentityGraph, members: np.ndarray, links: np.ndarray) -> list[tuple[int, int]]:
     """Links in the order limits let them unite: the priority of the weaker end first (user_id–email before
     anything–anonymous_id), then the most recently seen, then the (type, value) of both ends, so that the
     outcome does not depend on row order, and a family laptop's anonymous id joins the user it was most
     recently seen with."""
-    rank = nodes["rank"].to_numpy()
-    ordered = links.with_columns(weaker=np.maximum(rank[links["a"].to_numpy()], rank[links["b"].to_numpy()])).sort(
-        ["weaker", "last_seen_at", "a", "b"], descending=[False, True, False, False], nulls_last=True
+    order = graph.nodes[members].select(_KEY).with_columns(node=pl.Series(members)).sort(_KEY)["node"].to_numpy()
+    position = np.empty(graph.nodes.height, np.int64)
+    position[order] = np.arange(order.size)
+    a, b = graph.a[links], graph.b[links]
+    pa, pb = position[a], position[b]
+    ordered = (
+        pl.DataFrame({
+            "first": np.minimum(pa, pb), "second": np.maximum(pa, pb),
+            "weaker": np.maximum(graph.rank[a], graph.rank[b]),
+            "last_seen": graph.last_seen[links],
+        })
+        .with_columns(last_seen=pl.when(pl.col("last_seen") != _NEVER).then("last_seen"))
+        .group_by("first", "second")
+        .agg(pl.col("weaker").first(), pl.col("last_seen").max())
+        .sort(["weaker", "last_seen", "first", "second"], descending=[False, True, False, False], nulls_last=True)
     )
-    return list(zip(ordered["a"].to_list(), ordered["b"].to_list()))
+    return list(zip(order[ordered["first"].to_numpy()].tolist(), order[ordered["second"].to_numpy()].tolist()))
 
 
-def _within_limits(members: pl.DataFrame, ordered_links: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """Node → root node after uniting along `ordered_links` in turn, except where the union would give a
-    person more identifiers of a type than its limit: that link stays only in the edges table."""
-    nodes, types, limits = (members[c].to_list() for c in ("node", "identifier_type", "limit"))
-    limit = dict(zip(types, limits))
+def _within_limits(graph: IdentityGraph, members: np.ndarray, ordered_links: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Per member, its root node after uniting along `ordered_links` in turn, except where the union would
+    give a person more identifiers of a type than its limit: that link stays only in the edges table."""
+    nodes = members.tolist()
+    kinds, limits = graph.kind[members].tolist(), graph.limit[members].tolist()
+    limit = dict(zip(kinds, limits))
     parent = dict(zip(nodes, nodes))
     size = dict.fromkeys(nodes, 1)
-    held = {node: {t: 1} for node, t, n in zip(nodes, types, limits) if n is not None}  # limited types only
+    held = {node: {k: 1} for node, k, n in zip(nodes, kinds, limits) if n}  # limited types only
 
     def root(node: int) -> int:
         while parent[node] != node:
@@ -197,7 +315,7 @@ def _within_limits(members: pl.DataFrame, ordered_links: Iterable[tuple[int, int
 
     def fits(ra: int, rb: int) -> bool:
         held_a, held_b = held.get(ra), held.get(rb)
-        return not (held_a and held_b) or all(held_a.get(t, 0) + n <= limit[t] for t, n in held_b.items())
+        return not (held_a and held_b) or all(held_a.get(k, 0) + n <= limit[k] for k, n in held_b.items())
 
     for a, b in ordered_links:
         ra, rb = root(a), root(b)
@@ -209,37 +327,76 @@ def _within_limits(members: pl.DataFrame, ordered_links: Iterable[tuple[int, int
         size[ra] += size.pop(rb)
         if joining := held.pop(rb, None):
             into = held.setdefault(ra, {})
-            for t, n in joining.items():
-                into[t] = into.get(t, 0) + n
-    return {node: root(node) for node in nodes}
+            for k, n in joining.items():
+                into[k] = into.get(k, 0) + n
+    return np.array([root(node) for node in nodes], np.int64)
+
+
+def _anchors(graph: IdentityGraph, nodes: np.ndarray, person: np.ndarray) -> pl.DataFrame:
+    """(person, node) of each person's anchor: its identifier first seen (never seen: last), then of the
+    highest priority, then the smallest (type, value)."""
+    if nodes.size == 0:
+        return pl.DataFrame(schema={"person": pl.Int64, "node": pl.Int64})
+    size = int(person.max()) + 1
+    first_seen, rank = graph.first_seen[nodes], graph.rank[nodes]
+    earliest = np.full(size, _NEVER, np.int64)
+    np.minimum.at(earliest, person, first_seen)
+    candidate = first_seen == earliest[person]
+    best = np.full(size, _NEVER, np.int64)
+    np.minimum.at(best, person[candidate], rank[candidate])
+    candidate &= rank == best[person]
+    tied = np.bincount(person[candidate], minlength=size) > 1
+    single = candidate & ~tied[person]
+    anchors = pl.DataFrame({"person": person[single], "node": nodes[single]})
+    if tied.any():  # same time and priority: the smallest (type, value)
+        several = candidate & tied[person]
+        ties = graph.nodes[nodes[several]].select(_KEY).with_columns(person=person[several], node=nodes[several])
+        anchors = pl.concat([anchors, ties.sort(_KEY).unique("person", keep="first").select("person", "node")])
+    return anchors
 
 
 def _person_ids(
-    nodes: pl.DataFrame, previous: PreviousIdentity | None, now: datetime
+    graph: IdentityGraph,
+    nodes: np.ndarray,
+    person: np.ndarray,
+    anchors: pl.DataFrame,
+    previous: PreviousIdentity | None,
+    now: datetime,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(component, person_id, created_at) per component, and the merge and split rows against `previous`.
+    """(person, person_id, created_at) per person, and the merge and split rows against `previous`.
 
-    Each previous person survives in one component: the one holding most of its identifiers (tie: the one
+    Each previous person survives in one person: the one holding most of its identifiers (tie: the one
     holding the earliest of them in anchor order). Where several survive, the oldest (created_at, then id)
     keeps its id and each other one is a "merge" into it; where none survives, the person is new. Every
-    other component holding identifiers of a previous person is a "split" from it (also when that part
+    other person holding identifiers of a previous person is a "split" from it (also when that part
     joins another existing person). A previous person none of whose identifiers remain simply ends."""
-    held = _held(nodes, previous)
-    survivors = held.sort("person_id", "n", "first", descending=[False, True, False]).unique(
-        "person_id", keep="first", maintain_order=True
-    )
+    held = _held(graph, nodes, person, previous)
+    survivors = _survivors(graph, held)
     created = previous.persons.select(_shaped(PERSONS_SCHEMA)) if previous else pl.DataFrame(schema=PERSONS_SCHEMA)
     kept = (
         survivors.join(created, on="person_id", how="left")
         .with_columns(pl.col("created_at").fill_null(now))  # a previous person without a persons row
         .sort("created_at", "person_id")
-        .unique("component", keep="first", maintain_order=True)
-        .select("component", *PERSONS_SCHEMA)
+        .unique("person", keep="first", maintain_order=True)
+        .select("person", *PERSONS_SCHEMA)
     )
-    taken = set(created["person_id"].to_list()) | set(survivors["person_id"].to_list())
-    ids = _with_new_ids(_anchors(nodes), kept, taken, now)
-    merges = survivors.join(kept, on="component", suffix="_to").filter(pl.col("person_id") != pl.col("person_id_to"))
-    splits = held.join(survivors, on=["person_id", "component"], how="anti").join(ids, on="component", suffix="_to")
+    fresh = anchors.join(kept, on="person", how="anti")
+    named = graph.nodes[fresh["node"]]
+    keys = named.select(pl.concat_str(_KEY, separator=":")).to_series()
+    in_use = previous.ids_in_use if previous and previous.ids_in_use else _in(set(created["person_id"].to_list()))
+    first_seen = graph.first_seen[fresh["node"].to_numpy()]
+    new = pl.DataFrame({
+        "person": fresh["person"],
+        "person_id": _new_ids(keys, in_use, set(survivors["person_id"].to_list())),
+        "created_at": pl.Series(first_seen).cast(TIME).set(pl.Series(first_seen == _NEVER), now),
+    })
+    ids = pl.concat([kept, new.select("person", *PERSONS_SCHEMA)])
+    merges = survivors.join(kept, on="person", suffix="_to").filter(pl.col("person_id") != pl.col("person_id_to"))
+    splits = (
+        held.select("person_id", "person").unique()
+        .join(survivors, on=["person_id", "person"], how="anti")
+        .join(ids, on="person", suffix="_to")
+    )
     log = pl.concat([
         merges.select(from_person_id="person_id", to_person_id="person_id_to", reason=pl.lit("merge")),
         splits.select(from_person_id="person_id", to_person_id="person_id_to", reason=pl.lit("split")),
@@ -247,51 +404,62 @@ def _person_ids(
     return ids, log.select(_shaped(MERGES_SCHEMA)).sort("reason", "from_person_id", "to_person_id")
 
 
-def _anchors(nodes: pl.DataFrame) -> pl.DataFrame:
-    """Each component's anchor (its first identifier in anchor order), whose first_seen_at is the component's."""
-    first = pl.col("anchor_order") == pl.col("anchor_order").min().over("component")
-    return nodes.filter(first).select("component", "anchor_order", *_KEY, "first_seen_at")
+def _held(graph: IdentityGraph, nodes: np.ndarray, person: np.ndarray, previous: PreviousIdentity | None) -> pl.DataFrame:
+    """(person_id, person, node): which previous person held each identifier resolved now."""
+    if previous is None or previous.id_map.is_empty():
+        return pl.DataFrame(schema={"person_id": pl.String, "person": pl.Int64, "node": pl.Int64})
+    resolved = graph.nodes[nodes].select(_KEY).with_columns(person=person, node=nodes)
+    return resolved.join(previous.id_map.select(*_KEY, "person_id"), on=_KEY).select("person_id", "person", "node")
 
 
-def _with_new_ids(anchors: pl.DataFrame, kept: pl.DataFrame, taken: set[str], now: datetime) -> pl.DataFrame:
-    """`kept` plus a new person for every other component, dated from its first sighting."""
-    fresh = anchors.join(kept, on="component", how="anti").sort("anchor_order")
-    keys = fresh.select(pl.concat_str(_KEY, separator=":")).to_series().to_list()
-    new = fresh.select(
-        "component",
-        person_id=pl.Series(_new_ids(keys, taken), dtype=pl.String),
-        created_at=pl.coalesce("first_seen_at", pl.lit(now, TIME)),
+def _survivors(graph: IdentityGraph, held: pl.DataFrame) -> pl.DataFrame:
+    """(person_id, person): where each previous person survives. Ties on the count (rare) are broken by
+    the anchor order of the identifiers held, which needs the (type, value) of those only."""
+    counted = held.group_by("person_id", "person").agg(n=pl.len())
+    best = counted.filter(pl.col("n") == pl.col("n").max().over("person_id"))
+    tie = pl.len().over("person_id") > 1
+    if best.is_empty() or not best.select(tie.any()).item():
+        return best.select("person_id", "person")
+    tied = best.filter(tie).select("person_id", "person")
+    candidates = held.join(tied, on=["person_id", "person"])
+    node = candidates["node"].to_numpy()
+    first = (
+        candidates.hstack(graph.nodes[node]).with_columns(first_seen=graph.first_seen[node], rank=graph.rank[node])
+        .sort("first_seen", "rank", *_KEY)
+        .unique("person_id", keep="first")
+        .select("person_id", "person")
     )
-    return pl.concat([kept, new])
+    return pl.concat([best.filter(~tie).select("person_id", "person"), first])
 
 
-def _held(nodes: pl.DataFrame, previous: PreviousIdentity | None) -> pl.DataFrame:
-    """(person_id, component, n, first): how many identifiers of each previous person a component holds,
-    and the earliest of them in anchor order."""
-    if previous is None:
-        return pl.DataFrame(schema={"person_id": pl.String, "component": pl.Int64, "n": pl.UInt32, "first": pl.Int64})
-    return (
-        nodes.lazy()
-        .join(previous.id_map.lazy().select(*_KEY, "person_id"), on=_KEY)
-        .group_by("person_id", "component")
-        .agg(n=pl.len(), first=pl.col("anchor_order").min())
-        .collect()
-    )
+def _in(ids: set[str]) -> Callable[[list[str]], set[str]]:
+    return lambda candidates: ids.intersection(candidates)
 
 
-def _new_ids(keys: list[str], taken: set[str]) -> list[str]:
+def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]], taken: set[str]) -> pl.Series:
     """"p_" + sha256("type:value")[:16] of each new person's anchor, so a full rebuild names persons the same
-    way every time; where that id is taken (an earlier person's), "#1", "#2", ... is appended to the key."""
-    ids = [_hashed(key) for key in keys]
-    collided = [index for index, person_id in enumerate(ids) if person_id in taken]
-    taken.update(ids)
-    for index in collided:
+    way every time; where that id is taken (an earlier person's), "#1", "#2", ... is appended to the key.
+    `in_use` is asked once for all ids, then once per retried id (rare)."""
+    digests = [hashlib.sha256(key).digest()[:8] for key in keys.cast(pl.Binary).to_list()]
+    ids = ("p_" + pl.Series(digests, dtype=pl.Binary).bin.encode("hex")).alias("person_id")
+    listed = ids.to_list()
+    clash = taken.intersection(listed) | in_use(listed)
+    if not clash and not ids.is_duplicated().any():
+        return ids
+    names = keys.to_list()
+    retry = {index for index, person_id in enumerate(listed) if person_id in clash}
+    owner: dict[str, int] = {}
+    for index in sorted(range(len(listed)), key=names.__getitem__):  # two anchors hashed alike: the smaller keeps it
+        if owner.setdefault(listed[index], index) != index:
+            retry.add(index)
+    used = taken | clash | set(listed)
+    for index in sorted(retry, key=names.__getitem__):
         attempt = 1
-        while (person_id := _hashed(f"{keys[index]}#{attempt}")) in taken:
+        while (person_id := _hashed(f"{names[index]}#{attempt}")) in used or in_use([person_id]):
             attempt += 1
-        ids[index] = person_id
-        taken.add(person_id)
-    return ids
+        listed[index] = person_id
+        used.add(person_id)
+    return pl.Series("person_id", listed, dtype=pl.String)
 
 
 def _hashed(key: str) -> str:

@@ -6,6 +6,8 @@ positive integer, a blocked phone that is no phone, ...) is a `ConfigError` nami
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,17 @@ class IdentityRules:
 
     def limit(self, identifier_type: str) -> int | None:
         return next((rule.limit for rule in self.identifiers if rule.type == identifier_type), None)
+
+    def fingerprint(self) -> str:
+        """A digest of the rules: an incremental resolution is valid only under the rules of the last one."""
+        document = {
+            "identifiers": [[rule.type, rule.limit] for rule in self.identifiers],
+            "blocked_any": sorted(self.blocked_any),
+            "blocked_by_type": {t: sorted(values) for t, values in sorted(self.blocked_by_type.items())},
+            "shared_identifier_threshold": self.shared_identifier_threshold,
+            "default_phone_region": self.default_phone_region,
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
     def blocked(self, type_col: str = "identifier_type", value_col: str = "identifier_value") -> pl.Expr:
         """True where a normalized identifier is blocked (never links, gets no person); False elsewhere.
