@@ -18,6 +18,18 @@ class ConfigError(ValueError):
     """A configuration file is wrong; the message names the file and the field."""
 
 
+def read_config(path: Path) -> dict:
+    """A YAML configuration file as a mapping (empty file: {}); unreadable, invalid YAML or not a mapping
+    is a ConfigError naming the file."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(document).__name__}")
+    return document
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
@@ -40,11 +52,7 @@ class SourceConfig:
 
 def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
     path = path or config_dir() / "sources.yaml"
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    entries = document.get("sources")
+    entries = read_config(path).get("sources")
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{path}: expected a mapping `sources:` with at least one source")
     return {name: _source(path, name, entry or {}) for name, entry in entries.items()}

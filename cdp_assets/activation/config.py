@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from cdp_assets.config import ConfigError
+from cdp_assets.config import ConfigError, read_config
 
 KINDS = ("http", "file", "postgres")
 
@@ -33,10 +32,7 @@ class Destination:
 def load_destinations(path: Path) -> dict[str, Destination]:
     if not path.exists():
         return {}
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    document = read_config(path)
     destinations = {}
     known = set(Destination.__dataclass_fields__) - {"name"}
     for name, entry in (document.get("destinations") or {}).items():

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import yaml
 
-from cdp_assets.config import ConfigError
+from cdp_assets.config import ConfigError, read_config
 from cdp_assets.events.parse import quote_ident, quote_literal
 
 ACTIONS = ("keep", "hash", "drop")
@@ -38,10 +37,7 @@ class PiiRules:
 def load_pii_rules(path: Path) -> PiiRules:
     if not path.exists():
         return PiiRules()
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    document = read_config(path)
     events = document.get("events") or {}
     sources = {name: dict(columns or {}) for name, columns in (document.get("sources") or {}).items()}
     for where, action in [(f"events.{k}", v) for k, v in events.items()] + [

@@ -12,9 +12,8 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
-from cdp_assets.config import COLUMN_TYPES, ConfigError
+from cdp_assets.config import COLUMN_TYPES, ConfigError, read_config
 
 UNKNOWN_EVENT = "unknown_event"
 
@@ -26,10 +25,7 @@ class TrackingPlan:
 
 
 def load_tracking_plan(path: Path) -> TrackingPlan:
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    document = read_config(path)
     events = document.get("events") or {}
     if not isinstance(events, dict):
         raise ConfigError(f"{path}: events: expected a mapping of event name -> properties")

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import phonenumbers
 import polars as pl
-import yaml
 
-from cdp_assets.config import ConfigError
+from cdp_assets.config import ConfigError, read_config
 from cdp_assets.identity.normalize import normalize_identifier
 
 _TOP_LEVEL = {"identifiers", "blocked_values", "shared_identifier_threshold", "default_phone_region"}
@@ -82,12 +81,7 @@ class IdentityRules:
 
 
 def load_identity_rules(path: Path) -> IdentityRules:
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping with {sorted(_TOP_LEVEL)}")
+    document = read_config(path)
     _no_unknown_keys(document, _TOP_LEVEL, f"{path}")
     identifiers = _identifier_rules(document.get("identifiers"), path)
     region = _phone_region(document.get("default_phone_region", "US"), path)
