@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,3 +50,27 @@ def warehouse(demo):
     con = duckdb.connect(str(demo.data_dir / "warehouse.duckdb"), read_only=True)
     yield con
     con.close()
+
+
+POSTGRES_DSN = os.environ.get("CDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_schema():
+    """(connection, schema, dsn): an autocommit connection to the test PostgreSQL and a schema of its own, dropped
+    afterwards. No server: skipped, saying why, except in CI (CI=true), where that is a failure."""
+    import psycopg
+
+    try:
+        con = psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must answer at {POSTGRES_DSN} in CI: {exc}")
+        pytest.skip(f"no PostgreSQL server answers at {POSTGRES_DSN} ({exc})")
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    con.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield con, schema, POSTGRES_DSN
+    finally:
+        con.execute(f"DROP SCHEMA {schema} CASCADE")
+        con.close()

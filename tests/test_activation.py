@@ -5,17 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import socket
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import polars as pl
-import psycopg
 import pytest
 from dagster import materialize
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -318,37 +315,25 @@ def test_segment_lists_are_exported_as_csv_and_parquet(warehouse, tmp_path):
 
 
 @pytest.mark.postgres
-def test_crm_write_back_upserts_segments_and_clears_those_who_left(warehouse):
-    dsn = os.environ.get("CDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        pg = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must answer at {dsn} in CI: {exc}")
-        pytest.skip(f"no PostgreSQL server answers at {dsn} ({exc})")
-    schema = f"crm_{uuid.uuid4().hex[:8]}"
-    pg.execute(f"CREATE SCHEMA {schema}")
-    try:
-        destination = Destination(name="crm", kind="postgres", dsn_env="X", table=f"{schema}.tags",
-                                  segments=("vip", "lapsed"), fields={"revenue": "total_revenue"})
-        with warehouse.connect() as con:
-            con.execute("CREATE TABLE cdp.segment_membership (segment VARCHAR, person_id VARCHAR, entered_at TIMESTAMP)")
-            con.execute("INSERT INTO cdp.segment_membership VALUES ('vip', 'p1', ?), ('lapsed', 'p1', ?), ('vip', 'p2', ?)", [T0] * 3)
-            members = segment_members(con, destination, destination.segments)
-        assert write_back_tags(members, destination, dsn) == {"persons": 2, "cleared": 0}
-        stamps = dict(pg.execute(f"SELECT person_id, updated_at FROM {schema}.tags").fetchall())
-        write_back_tags(members, destination, dsn)  # nothing changed: no row is touched
-        assert dict(pg.execute(f"SELECT person_id, updated_at FROM {schema}.tags").fetchall()) == stamps
-        with warehouse.connect() as con:
-            con.execute("DELETE FROM cdp.segment_membership WHERE person_id = 'p2'")
-            members = segment_members(con, destination, destination.segments)
-        assert write_back_tags(members, destination, dsn) == {"persons": 1, "cleared": 1}
-        rows = dict(pg.execute(f"SELECT person_id, segments FROM {schema}.tags").fetchall())
-        assert rows == {"p1": ["lapsed", "vip"], "p2": []}
-        assert pg.execute(f"SELECT traits ->> 'revenue' FROM {schema}.tags WHERE person_id = 'p1'").fetchone()[0] == "600.0"
-    finally:
-        pg.execute(f"DROP SCHEMA {schema} CASCADE")
-        pg.close()
+def test_crm_write_back_upserts_segments_and_clears_those_who_left(warehouse, pg_schema):
+    pg, schema, dsn = pg_schema
+    destination = Destination(name="crm", kind="postgres", dsn_env="X", table=f"{schema}.tags",
+                              segments=("vip", "lapsed"), fields={"revenue": "total_revenue"})
+    with warehouse.connect() as con:
+        con.execute("CREATE TABLE cdp.segment_membership (segment VARCHAR, person_id VARCHAR, entered_at TIMESTAMP)")
+        con.execute("INSERT INTO cdp.segment_membership VALUES ('vip', 'p1', ?), ('lapsed', 'p1', ?), ('vip', 'p2', ?)", [T0] * 3)
+        members = segment_members(con, destination, destination.segments)
+    assert write_back_tags(members, destination, dsn) == {"persons": 2, "cleared": 0}
+    stamps = dict(pg.execute(f"SELECT person_id, updated_at FROM {schema}.tags").fetchall())
+    write_back_tags(members, destination, dsn)  # nothing changed: no row is touched
+    assert dict(pg.execute(f"SELECT person_id, updated_at FROM {schema}.tags").fetchall()) == stamps
+    with warehouse.connect() as con:
+        con.execute("DELETE FROM cdp.segment_membership WHERE person_id = 'p2'")
+        members = segment_members(con, destination, destination.segments)
+    assert write_back_tags(members, destination, dsn) == {"persons": 1, "cleared": 1}
+    rows = dict(pg.execute(f"SELECT person_id, segments FROM {schema}.tags").fetchall())
+    assert rows == {"p1": ["lapsed", "vip"], "p2": []}
+    assert pg.execute(f"SELECT traits ->> 'revenue' FROM {schema}.tags WHERE person_id = 'p1'").fetchone()[0] == "600.0"
 
 
 def test_items_go_out_in_the_order_the_ledger_learned_of_them(warehouse):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import duckdb
-import psycopg
 import pytest
 from dagster import materialize
 
@@ -29,25 +27,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @pytest.fixture
-def crm_table():
+def crm_table(pg_schema):
     """A customers table in a schema of its own, dropped afterwards."""
-    try:
-        con = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must answer at {DSN} in CI: {exc}")
-        pytest.skip(f"no PostgreSQL server answers at {DSN} ({exc})")
-    schema = f"crm_{uuid.uuid4().hex[:8]}"
-    con.execute(f"CREATE SCHEMA {schema}")
+    con, schema, _ = pg_schema
     con.execute(
         f"""CREATE TABLE {schema}.customers (id integer PRIMARY KEY, email text, phone text, first_name text,
             last_name text, gender text, city text, updated_at timestamptz NOT NULL)"""
     )
-    try:
-        yield con, f"{schema}.customers"
-    finally:
-        con.execute(f"DROP SCHEMA {schema} CASCADE")
-        con.close()
+    return con, f"{schema}.customers"
 
 
 def _insert(con, table, rows):
