@@ -6,8 +6,9 @@ post realistic Segment messages (~330 bytes) for a fixed time. Only 200s count; 
 files are checked to hold at least every acknowledged message.
 
 The peer, in the same run with the same clients, is what one would write by hand: Python's
-`ThreadingHTTPServer` checking the write key, parsing the batch and writing each request's messages to a
-file of its own, fsynced and renamed before the 200 (one fsync per request, no group commit).
+`ThreadingHTTPServer` (started as a subprocess the same way) checking Basic auth, parsing the JSON and
+appending the request's messages to one landing file, fsynced before the 200 (one fsync per request, no
+group commit).
 
     .venv/bin/python benchmarks/collector_throughput.py [--seconds 10] [--batch-sizes 1,100]
 """
@@ -89,12 +90,26 @@ def landed(data_dir: Path) -> int:
     return total
 
 
+def server_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the server process has used so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def serve_peer(port: int, data_dir: Path) -> None:
-    """The hand-written peer: durable, but one file and one fsync per request."""
+    """The hand-written peer: durable, one append to a single landing file and one fsync per request."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     folder = data_dir / "landing" / "web" / "dt=2026-01-15" / "hour=10"
     folder.mkdir(parents=True)
+    # O_APPEND: each request's messages go in one write() call, which Linux never interleaves with another.
+    landing = os.open(folder / "peer.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    directory = os.open(folder, os.O_RDONLY)
+    os.fsync(directory)  # the file's directory entry is durable before the first 200
+    os.close(directory)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -116,17 +131,10 @@ def serve_peer(port: int, data_dir: Path) -> None:
                 return self._answer(401)
             try:
                 messages = json.loads(data)["batch"]
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError):
                 return self._answer(400)
-            name = uuid.uuid4().hex
-            with open(folder / f".{name}", "wb") as handle:
-                handle.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(folder / f".{name}", folder / f"{name}.jsonl")
-            directory = os.open(folder, os.O_RDONLY)
-            os.fsync(directory)
-            os.close(directory)
+            os.write(landing, b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+            os.fsync(landing)
             self._answer(200)
 
     ThreadingHTTPServer.request_queue_size = 128  # 32 client connections at once, as uvicorn accepts
@@ -154,11 +162,13 @@ def run(batch_size: int, processes: int, threads: int, seconds: float, peer: boo
                     break
                 except requests.ConnectionError:
                     time.sleep(0.05)
-            started = time.monotonic()
+            cpu_before, started = server_cpu_seconds(server.pid), time.monotonic()
             with ProcessPoolExecutor(processes) as pool:
                 results = list(pool.map(client, [port] * processes, [batch_size] * processes,
                                         [threads] * processes, [seconds] * processes))
             elapsed = time.monotonic() - started
+            cpu_after = server_cpu_seconds(server.pid)
+            cpu = None if cpu_before is None or cpu_after is None else round(cpu_after - cpu_before, 2)
         finally:
             server.terminate()
             server.wait(30)
@@ -168,7 +178,8 @@ def run(batch_size: int, processes: int, threads: int, seconds: float, peer: boo
     assert on_disk >= events, f"only {on_disk} of {events} acknowledged events are on disk"
     return {"server": "peer" if peer else "cdp", "batch_size": batch_size, "clients": f"{processes}x{threads}", "events": events, "failed": failed,
             "seconds": round(elapsed, 1), "events_per_s": round(events / elapsed), "requests_per_s": round(events / batch_size / elapsed),
-            "events_per_file": round(on_disk / max(files, 1), 1)}
+            "events_per_file": round(on_disk / max(files, 1), 1),
+            "server_cpu_s": cpu, "server_cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 1) if cpu is not None else None}
 
 
 def main() -> None:

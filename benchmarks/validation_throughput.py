@@ -1,10 +1,15 @@
 """Validation throughput: accepted events/second on N raw Segment messages (default 1M).
 
-Builds `raw.web` in a temporary DuckDB file with a realistic mix (about 2% bad records), then times the
-same two steps the `validate_records` asset runs: DuckDB JSON parsing (`parse_events`) and the row rules
-from expectations/events.json evaluated with polars (`apply_rules`).
+Builds `raw.web` in a temporary DuckDB file with a realistic mix (about 3% bad records: broken JSON, wrong
+types, and rows failing each expectation of the suite), then times the same two steps the
+`validate_records` asset runs: DuckDB JSON parsing (`parse_events`) and the row rules from
+expectations/events.json evaluated with polars (`apply_rules`).
 
-    .venv/bin/python benchmarks/validation_throughput.py [--events 1000000]
+The peer, in the same run: Great Expectations 1.x validating the same suite (loaded by `load_suite`, the
+`$PARAMETER` supplied as the asset does) on a pandas DataFrame of the same parsed rows, through
+`great_expectations_result` as the asset calls it; failing rows per expectation are compared.
+
+    .venv/bin/python benchmarks/validation_throughput.py [--events 1000000] [--ge-rows 1000000]
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ def raw_lines(n: int, seed: int = 1) -> list[str]:
             message["timestamp"] = "yesterday"
         elif bad < 0.02:
             message["properties"]["revenue"] = "twelve"
+        # One per suite expectation (0.2% each), so GE and polars are compared on failing rows of every rule.
+        elif bad < 0.022:
+            message.pop("messageId")
+        elif bad < 0.024:
+            message["type"] = "click"
+        elif bad < 0.026:
+            message.pop("type")
+        elif bad < 0.028:
+            message["type"] = "track"
+            message.pop("event")
+        elif bad < 0.030:
+            message["timestamp"] = "1999-12-31T23:00:00Z"
+        elif bad < 0.032:
+            message["traits"]["email"] = "user at example dot com"
         lines.append(json.dumps(message))
     return lines
 
