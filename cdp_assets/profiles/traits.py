@@ -14,9 +14,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import yaml
 
-from cdp_assets.config import ConfigError, SourceConfig
+from cdp_assets.config import ConfigError, SourceConfig, read_config
 from cdp_assets.events.parse import quote_ident, quote_literal
 from cdp_assets.identity.rules import IdentityRules
 from cdp_resources.warehouse import table_exists
@@ -38,11 +37,7 @@ class TraitRules:
 
 
 def load_trait_rules(path: Path) -> TraitRules:
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    entries = document.get("traits")
+    entries = read_config(path).get("traits")
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{path}: expected a mapping `traits:` of trait name -> list of sources")
     priorities = {}

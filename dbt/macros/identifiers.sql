@@ -12,7 +12,12 @@
      where m.identifier_type = '{{ identifier_type }}' and m.identifier_value = {{ normalized_value }})
 {%- endmacro %}
 
-{# The build time as a UTC timestamp, the type of every event and purchase time. #}
+{# The build time as a UTC timestamp, the type of every event and purchase time; `--vars '{now: ...}'` fixes
+   it (a rebuild "as of" a time, and tests). #}
 {% macro utc_now() -%}
-    (now() at time zone 'UTC')::timestamp
+    {%- if var('now', none) -%}
+        '{{ var('now') | replace("'", "''") }}'::timestamp
+    {%- else -%}
+        (now() at time zone 'UTC')::timestamp
+    {%- endif -%}
 {%- endmacro %}

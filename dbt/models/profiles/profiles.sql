@@ -1,6 +1,6 @@
--- One row per person: identity, traits by survivorship (config/traits.yaml, applied in
--- person_trait_values), activity, purchase totals and computed traits. Email and phone fall back to any
--- identifier the person holds when no source reported one as a trait.
+-- One row per person: identity, traits by survivorship (config/traits.yaml `traits:`, applied in
+-- person_trait_values) and computed traits (`computed:` and `rfm:`, in person_computed_traits). Email and
+-- phone fall back to any identifier the person holds when no source reported one as a trait.
 with persons as (
     select person_id, created_at from {{ source('core', 'persons') }}
 ),
@@ -22,24 +22,6 @@ traits as (
     on trait in ({% for trait in var('profile_traits') %}'{{ trait }}'{{ ", " if not loop.last }}{% endfor %})
     using first(value)
     group by person_id
-),
-
-activity as (
-    select person_id, count(*) as event_count, max(occurred_at) as last_event_at
-    from {{ ref('person_events') }}
-    group by person_id
-),
-
-purchases as (
-    select
-        person_id,
-        count(*) as order_count,
-        sum(amount) as total_revenue,
-        min(purchased_at) as first_order_at,
-        max(purchased_at) as last_order_at,
-        list_sort(list_distinct(flatten(list(items)))) as products_purchased
-    from {{ ref('person_purchases') }}
-    group by person_id
 )
 
 select
@@ -51,24 +33,17 @@ select
 {%- endfor %}
     identifiers.first_seen_at,
     identifiers.last_seen_at,
-    activity.last_event_at,
-    coalesce(activity.event_count, 0) as event_count,
-    coalesce(purchases.order_count, 0) as order_count,
-    coalesce(purchases.total_revenue, 0)::double as total_revenue,
-    purchases.first_order_at,
-    purchases.last_order_at,
-    coalesce(purchases.products_purchased, []::varchar[]) as products_purchased,
-    computed.signed_up_at,
-    coalesce(computed.orders_30d, 0) as orders_30d,
-    coalesce(computed.spend_30d, 0)::double as spend_30d,
+{%- for name in var('computed_traits') %}
+    computed."{{ name }}",
+{%- endfor %}
+{%- if var('rfm', none) %}
     computed.rfm_recency,
     computed.rfm_frequency,
     computed.rfm_monetary,
     computed.rfm_segment,
+{%- endif %}
     p.created_at as person_created_at
 from persons as p
 left join identifiers using (person_id)
 left join traits using (person_id)
-left join activity using (person_id)
-left join purchases using (person_id)
 left join {{ ref('person_computed_traits') }} as computed using (person_id)
