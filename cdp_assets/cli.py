@@ -20,8 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     commands.add_parser("run", help="materialize every asset over the data present")
 
-    profile = commands.add_parser("profile", help="the 360 view of one person as JSON")
+    profile = commands.add_parser("profile", help="the 360 view of one person (text at a terminal, else JSON)")
     profile.add_argument("identifier", metavar="TYPE:VALUE", help="e.g. email:ann@example.com")
+    profile.add_argument("--format", choices=["text", "json"],
+                         help="default: text when printing to a terminal, JSON when piped or redirected")
     profile.add_argument("--explain", metavar="TYPE:VALUE", help="show how (or why not) this identifier joins the other")
 
     collect = commands.add_parser("collect", help="run the event collector")
@@ -88,7 +90,7 @@ def _run(args) -> int:
 
 
 def _profile(args) -> int:
-    from cdp_assets.profiles.view import ProfileNotFound, person_view
+    from cdp_assets.profiles.view import ProfileNotFound, person_view, render_text
 
     kind, _, value = args.identifier.partition(":")
     other_kind, _, other_value = (args.explain or "x:x").partition(":")
@@ -102,7 +104,8 @@ def _profile(args) -> int:
     except ProfileNotFound as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(json.dumps(view, indent=2, default=_json_default))
+    as_text = args.format == "text" or (args.format is None and sys.stdout.isatty())
+    print(render_text(view) if as_text else json.dumps(view, indent=2, default=_json_default))
     return 0
 
 

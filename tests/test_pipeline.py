@@ -193,6 +193,11 @@ def test_profile_command_shows_the_person(demo):
     view = json.loads(result.stdout)
     assert {"type": "user_id", "value": person["user_id"]} in view["identifiers"]
     assert view["profile"]["email"] == person["email"]
+    assert view["computed_traits"]["order_count"] == person["orders"] + person["pos_purchases"]
+    assert {t["trait"]: t["source"] for t in view["trait_sources"]}["first_name"] == "crm_customers"
+    text = _cli("profile", f"email:{noisy}", "--format", "text", data_dir=demo.data_dir).stdout
+    assert text.startswith(f"Person {view['person_id']}")
+    assert f"order_count            {person['orders'] + person['pos_purchases']}" in text and person["email"] in text
     missing = _cli("profile", "email:nobody@nowhere.example", data_dir=demo.data_dir)
     assert missing.returncode == 1 and "no person holds" in missing.stderr
 

@@ -1,4 +1,5 @@
-"""The 360° view of one person: identifiers, profile traits, segments and recent events."""
+"""The 360° view of one person: identifiers, traits with their sources, computed traits, segments,
+relationships and recent events; as a document (JSON) or as text for a person at a terminal."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import load_identity_rules
+from cdp_assets.profiles.computed import load_computed_traits
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
 from cdp_resources.warehouse import table_exists
@@ -57,11 +59,16 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
         )
     for event in recent:
         event["properties"] = json.loads(event["properties"]) if event["properties"] else None
+    declared = load_computed_traits(config_dir() / "traits.yaml")
+    names = list(declared["computed_traits"]) + (["rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_segment"]
+                                                 if declared["rfm"] else [])
+    row = profile[0] if profile else {}
     return {
         "person_id": person_id,
         "identifiers": identifiers,
         "profile": profile[0] if profile else None,
         "trait_sources": traits,
+        "computed_traits": {name: row.get(name) for name in names},
         "segments": segments,
         "relationships": relationships,
         "recent_events": recent,
@@ -70,3 +77,34 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
 
 def _exists(con, table: str, schema: str = "cdp") -> bool:
     return table_exists(con, f"{schema}.{table}")
+
+
+def render_text(view: dict) -> str:
+    """The view as a person reads it: one section per part, one line per item."""
+    lines = [f"Person {view['person_id']}", "", "Identifiers"]
+    lines += [f"  {i['type']:<14} {i['value']}" for i in view["identifiers"]]
+    lines += ["", "Traits (winning source, observed at)"]
+    lines += [f"  {t['trait']:<22} {_text(t['value']):<32} {t['source']}, {_text(t['observed_at'])}"
+              for t in view["trait_sources"]]
+    lines += ["", "Computed traits"]
+    lines += [f"  {name:<22} {_text(value)}" for name, value in view["computed_traits"].items()]
+    lines += ["", "Segments"]
+    lines += [f"  {s['segment']:<22} since {_text(s['entered_at'])}" for s in view["segments"]] or ["  (none)"]
+    lines += ["", "Relationships"]
+    lines += [f"  {r['kind']:<14} {r['related_value']} ({r['source']})" for r in view["relationships"]] or ["  (none)"]
+    lines += ["", f"Recent events ({len(view['recent_events'])})"]
+    lines += [f"  {_text(e['occurred_at'])}  {e['event_type']:<8} {e['event_name'] or '':<18} {e['source']}"
+              for e in view["recent_events"]] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def _text(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ", timespec="seconds") if hasattr(value, "hour") else value.isoformat()
+    return str(value)
