@@ -190,6 +190,7 @@ BAD = [
     ("x: {aggregate: max, over: events, property: \"it's\"}", "computed.x.property: expected a property name"),
     ("x: {aggregate: count, over: events, colour: red}", "computed.x.colour: unknown key"),
     ("Bad-Name: {aggregate: count, over: events}", "lower_snake_case"),
+    ("email: {aggregate: count, over: events}", "computed.email: already a profile column"),
 ]
 
 

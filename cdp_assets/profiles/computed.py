@@ -38,6 +38,7 @@ NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 TEXT = re.compile(r"^[^'\"\\\n]+$")  # event and property names: anything but quotes, backslashes, newlines
 KEYS = {"aggregate", "over", "event", "property", "type", "within_days"}
 CONTRACT_TRAITS = ("event_count", "order_count", "total_revenue")  # profile columns the contract names
+RESERVED = {"person_id", "email", "phone", "first_seen_at", "last_seen_at", "person_created_at"}  # profile columns
 RFM_KEYS = ("recency", "frequency", "monetary")
 
 
@@ -48,13 +49,12 @@ def load_computed_traits(path: Path) -> dict:
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{path}: expected a mapping `computed:` of trait name -> declaration")
     types = {str(name): _trait_type(path, str(name), spec) for name, spec in entries.items()}
-    names = set(types)
-    missing = [t for t in CONTRACT_TRAITS if t not in names]
+    missing = [t for t in CONTRACT_TRAITS if t not in types]
     if missing:
         raise ConfigError(f"{path}: computed: profiles must have {', '.join(missing)} (the contract's columns)")
-    clash = names & set(document.get("traits") or {})
+    clash = set(types) & (RESERVED | set(document.get("traits") or {}))
     if clash:
-        raise ConfigError(f"{path}: computed.{sorted(clash)[0]}: already a survivorship trait under `traits:`")
+        raise ConfigError(f"{path}: computed.{sorted(clash)[0]}: already a profile column (or a trait under `traits:`)")
     return {"computed_traits": entries, "rfm": _rfm(path, document.get("rfm"), types)}
 
 
