@@ -108,6 +108,26 @@ def test_hourly_runs_end_where_full_rebuilds_end(batches, alone, rules):
 
 
 @FAST
+@given(batches, alone, st.sampled_from([UNLIMITED, LIMITED, RULES]))
+def test_after_every_run_the_snapshots_hold_the_inputs_just_resolved(batches, alone, rules):
+    """An incremental run applies only the diff to core.resolved_edges and core.resolved_identifiers: they
+    must still equal the inputs afterwards, or the next run would miss changes (or see ones never made)."""
+    warehouse = Warehouse(rules)
+    links: list = []
+    for added, removed in batches:
+        links = [edge for index, edge in enumerate(links) if index not in removed] + added
+        warehouse.load(links, alone)
+        warehouse.update()
+        for table, snapshot, columns in (
+            ("cdp.identity_edges", "core.resolved_edges",
+             "left_type, left_value, right_type, right_value, source, first_seen_at, last_seen_at"),
+            ("core.identifiers", "core.resolved_identifiers", "identifier_type, identifier_value, first_seen_at"),
+        ):
+            rows = [warehouse.con.execute(f"SELECT {columns} FROM {t} ORDER BY ALL").fetchall() for t in (table, snapshot)]
+            assert rows[0] == rows[1], table
+
+
+@FAST
 @given(st.lists(link, max_size=30), alone, st.randoms(use_true_random=False))
 def test_without_limits_any_split_into_runs_gives_the_connected_components(links, alone, rnd):
     warehouse = Warehouse(UNLIMITED)

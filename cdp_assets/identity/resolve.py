@@ -11,9 +11,11 @@ The rules, each in one place:
   more identifiers of a type than its limit;
 - ids (`_person_ids`): survivorship across runs, and `_new_ids` for persons never seen before.
 
-Speed: identifiers are coded as integers once (two hash joins), and everything after that is numpy on
-integer arrays: scipy's connected components for the linked identifiers, and the Python union-find of the
-limits only for the components that break a limit. No step sorts strings except over those few components.
+Speed: identifiers are coded as integers once (one hash join of both edge ends at once), their types,
+first sightings and blocked flags read in one pass, and everything after that is numpy on integer arrays:
+scipy's connected components for the linked identifiers, one minimum per person for the anchors, and the
+Python union-find of the limits only for the components that break a limit. No step sorts strings except
+over those few components. Only new persons are hashed, and their ids are written into one buffer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
@@ -38,6 +41,7 @@ PERSONS_SCHEMA = {"person_id": pl.String, "created_at": TIME}
 MERGES_SCHEMA = {"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": TIME}
 _KEY = ["identifier_type", "identifier_value"]
 _NEVER = np.iinfo(np.int64).max  # first seen at no known time: after every known time
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @dataclass(frozen=True)
@@ -106,39 +110,59 @@ def identity_graph(
     """The coded graph. With `scope`, `identifiers` is the part being re-resolved and an edge end outside
     it only counts towards its neighbour being shared (it is resolved elsewhere); `reaches_outside` then
     lists the outside identifiers a kept link reaches, whose components belong in the scope too."""
-    identifiers = identifiers.select(_shaped(IDENTIFIERS_SCHEMA)).filter(pl.col("identifier_value").is_not_null())
+    identifiers = identifiers.select(_shaped(IDENTIFIERS_SCHEMA))
+    if identifiers["identifier_value"].has_nulls():
+        identifiers = identifiers.filter(pl.col("identifier_value").is_not_null())
     edges = edges.select(_shaped(EDGES_SCHEMA))
     nodes, named, a, b, edge_first, edge_last = _coded(identifiers, edges)
-    inside = np.arange(nodes.height) < named if scope else np.ones(nodes.height, bool)
+    described = nodes.select(  # one pass over the nodes, the columns in parallel
+        first_seen=pl.col("first_seen_at").to_physical().fill_null(_NEVER),
+        blocked=rules.blocked(),
+        type_code=pl.col("identifier_type").cast(pl.Categorical).to_physical(),  # one cast: consistent codes
+    )
+    n = nodes.height
+    known = (a >= 0) & (b >= 0)
+    every = bool(known.all())  # every edge end names a node (the common case: no masks to apply)
 
-    first_seen = nodes["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy().copy()
+    first_seen = described["first_seen"].to_numpy(writable=True)
     for ends in (a, b):  # an identifier was first seen at its earliest sighting, on a record or in an edge
-        known = ends >= 0
-        np.minimum.at(first_seen, ends[known], edge_first[known])
+        if every:
+            np.minimum.at(first_seen, ends, edge_first)
+        else:
+            np.minimum.at(first_seen, ends[ends >= 0], edge_first[ends >= 0])
 
-    types = nodes["identifier_type"].unique().sort().to_list()
-    kind = nodes["identifier_type"].cast(pl.Enum(types)).to_physical().to_numpy().astype(np.int64)
+    kind, types = _kinds(nodes["identifier_type"], described["type_code"])
     type_limits = [rules.limit(t) or 0 for t in types]
-    rank = np.array([rules.priority(t) for t in types] or [0], np.int64)[kind]
-    limit = np.array(type_limits or [0], np.int64)[kind]
-    usable = ~nodes.select(rules.blocked()).to_series().to_numpy()
+    rank = np.array([rules.priority(t) for t in types] or [0], np.int32)[kind]
+    limit = np.array(type_limits or [0], np.int32)[kind]
+    usable = ~described["blocked"].to_numpy()
 
-    keep = (a >= 0) & (b >= 0)
-    a, b, last_seen = a[keep], b[keep], edge_last[keep]
-    keep = (a != b) & usable[a] & usable[b]
-    a, b, last_seen = a[keep], b[keep], last_seen[keep]
-    shared = _shared(a, b, kind, limit, nodes.height, rules.shared_identifier_threshold)
-    keep = ~shared[a] & ~shared[b]
-    a, b, last_seen = a[keep], b[keep], last_seen[keep]
+    # One mask, one gather: links with both ends known and usable, not to themselves.
+    keep = known & (a != b)
+    if n and not usable.all():
+        keep &= usable[a] & usable[b]  # (where an end is -1 this reads the last node; `keep` is False there)
+    if not keep.all():
+        a, b = a[keep], b[keep]
+    shared = _shared(a, b, kind, limit, n, rules.shared_identifier_threshold)
+    if shared.any():
+        unshared = ~shared[a] & ~shared[b]
+        keep[keep] = unshared
+        a, b = a[unshared], b[unshared]
+    last_seen = edge_last if keep.all() else edge_last[keep]
 
-    # A kept link across the scope's border: the other component belongs in the scope. (An outside end
-    # counted as shared here is shared: it has at least this many links.)
-    crossing = inside[a] != inside[b]
-    reached = np.unique(np.where(inside[a], b, a)[crossing])
-    keep = inside[a] & inside[b]
+    reached = np.zeros(0, np.int64)
+    if scope and named < n:
+        # A kept link across the scope's border: the other component belongs in the scope. (An outside end
+        # counted as shared here is shared: it has at least this many links.)
+        inside = np.arange(n) < named
+        crossing = inside[a] != inside[b]
+        reached = np.unique(np.where(inside[a], b, a)[crossing])
+        keep = inside[a] & inside[b]
+        a, b, last_seen = a[keep], b[keep], last_seen[keep]
+        usable = usable & inside
     return IdentityGraph(
         nodes=nodes.select(_KEY), kind=kind, types=types, type_limits=type_limits, rank=rank, limit=limit,
-        first_seen=first_seen, usable=usable & inside, a=a[keep], b=b[keep], last_seen=last_seen[keep],
+        first_seen=first_seen, usable=usable, a=a, b=b, last_seen=last_seen,
         shared=shared, reaches_outside=nodes[reached].select(_KEY),
     )
 
@@ -150,82 +174,105 @@ def resolve_graph(graph: IdentityGraph, previous: PreviousIdentity | None = None
     person = _within_limits_where_needed(graph, count, component)
     everyone = bool(graph.usable.all())
     nodes = np.arange(n) if everyone else np.flatnonzero(graph.usable)
-    anchors = _anchors(graph, nodes, person[nodes])
-    ids, merges = _person_ids(graph, nodes, person[nodes], anchors, previous, now)
+    if not everyone:
+        person, component = person[nodes], component[nodes]
+    anchors = _anchors(graph, nodes, person)
+    ids, merges = _person_ids(graph, nodes, person, anchors, previous, now)
     label = np.full(int(person.max(initial=-1)) + 1, -1, np.int64)
     label[ids["person"].to_numpy()] = np.arange(ids.height)
     resolved = graph.nodes if everyone else graph.nodes[nodes]
     return Resolution(
-        id_map=resolved.with_columns(person_id=ids["person_id"].gather(label[person[nodes]])),
+        id_map=resolved.with_columns(person_id=ids["person_id"].gather(label[person])),
         persons=ids.select(_shaped(PERSONS_SCHEMA)),
         merges=merges,
-        components=resolved.with_columns(component=pl.Series(component[nodes], dtype=pl.Int64)),
+        components=resolved.with_columns(component=pl.Series(component, dtype=pl.Int64)),
     )
 
 
 def _coded(identifiers: pl.DataFrame, edges: pl.DataFrame):
     """(nodes, named, a, b, first_seen, last_seen): the `named` identifiers, then those only edges name, as
     rows (identifier_type, identifier_value, first_seen_at); each edge's end nodes (-1: no identifier) and
-    times in microseconds (_NEVER where unknown)."""
-    nodes, coded = identifiers, _code_ends(identifiers, edges)
-    if _listed_twice(identifiers, coded, edges.height):  # take each identifier's earliest sighting
+    times in microseconds (_NEVER where unknown), in edge row order."""
+    nodes, ends = identifiers, _code_ends(identifiers, edges)
+    if ends is None or _listed_twice(identifiers, ends):  # take each identifier's earliest sighting
         nodes = identifiers.group_by(_KEY, maintain_order=True).agg(pl.col("first_seen_at").min())
-        coded = _code_ends(nodes, edges)
+        ends = _code_ends(nodes, edges)
     named = nodes.height
-    missing = coded.filter(pl.col("a").is_null() | pl.col("b").is_null())
-    if not missing.is_empty():  # ends no identifier row names: new nodes after the others
-        rows = edges[missing["row"]]
-        ends = pl.concat([
-            rows.filter(missing["a"].is_null()).select(identifier_type="left_type", identifier_value="left_value"),
-            rows.filter(missing["b"].is_null()).select(identifier_type="right_type", identifier_value="right_value"),
-        ]).drop_nulls().unique(maintain_order=True)
-        nodes = pl.concat([nodes, ends.with_columns(first_seen_at=pl.lit(None, TIME))])
-        index = nodes.select(_KEY).with_row_index("node")
+    missing = np.flatnonzero(ends < 0)
+    if missing.size:  # ends no identifier row names: new nodes after the others, in edge order (left ends first)
+        keys = _stacked_ends(edges.lazy()).collect()[missing]
+        new = keys.drop_nulls().unique(maintain_order=True)
+        nodes = pl.concat([nodes, new.with_columns(first_seen_at=pl.lit(None, TIME))])
         filled = (
-            rows.lazy().select("left_type", "left_value", "right_type", "right_value").with_columns(row=missing["row"])
-            .join(index.lazy(), left_on=["left_type", "left_value"], right_on=_KEY, how="left")
-            .join(index.lazy(), left_on=["right_type", "right_value"], right_on=_KEY, how="left", suffix="_right")
-            .select("row", a=pl.col("node"), b=pl.col("node_right"))
+            keys.lazy().with_columns(end=pl.Series(missing))
+            .join(new.lazy().with_row_index("node", offset=named), on=_KEY, how="left")
+            .select("end", "node")
             .collect()
         )
-        coded = coded.update(filled, on="row", include_nulls=True)
-    row = coded["row"].to_numpy()
+        ends[filled["end"].to_numpy()] = filled["node"].fill_null(-1).to_numpy()
+    m = edges.height
     return (
         nodes,
         named,
-        coded["a"].fill_null(-1).to_numpy().astype(np.int64),
-        coded["b"].fill_null(-1).to_numpy().astype(np.int64),
-        edges["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy()[row],
-        edges["last_seen_at"].to_physical().fill_null(_NEVER).to_numpy()[row],
+        ends[:m],
+        ends[m:],
+        edges["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy(),
+        edges["last_seen_at"].to_physical().fill_null(_NEVER).to_numpy(),
     )
 
 
-def _code_ends(identifiers: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-    """Per edge row: `row` (its position in `edges`) and the node numbers `a`, `b` of its ends (null if no
-    identifier row names them)."""
+def _stacked_ends(edges: pl.LazyFrame) -> pl.LazyFrame:
+    """(identifier_type, identifier_value) of every edge's left end, then of every right end."""
+    return pl.concat([
+        edges.select(identifier_type="left_type", identifier_value="left_value"),
+        edges.select(identifier_type="right_type", identifier_value="right_value"),
+    ])
+
+
+def _code_ends(identifiers: pl.DataFrame, edges: pl.DataFrame) -> np.ndarray | None:
+    """The node numbers of the edges' left ends, then of their right ends (-1 where no identifier row names
+    one): one hash join of both ends at once, so the identifiers are hashed only once. None when some
+    identifier has two rows (an end then matches twice)."""
     index = identifiers.lazy().select(_KEY).with_row_index("node")
-    return (
-        edges.lazy()
-        .select("left_type", "left_value", "right_type", "right_value")
-        .with_row_index("row")
-        .join(index, left_on=["left_type", "left_value"], right_on=_KEY, how="left")
-        .join(index, left_on=["right_type", "right_value"], right_on=_KEY, how="left", suffix="_right")
-        .select("row", a="node", b="node_right")
+    coded = (
+        _stacked_ends(edges.lazy()).with_row_index("end")
+        .join(index, on=_KEY, how="left")
+        .select("end", node=pl.col("node").cast(pl.Int64).fill_null(-1))
         .collect()
     )
+    if coded.height != 2 * edges.height:
+        return None
+    ends = np.empty(coded.height, np.int64)
+    ends[coded["end"].to_numpy()] = coded["node"].to_numpy()
+    return ends
 
 
-def _listed_twice(identifiers: pl.DataFrame, coded: pl.DataFrame, edges: int) -> bool:
-    """Whether some identifier has two rows. One an edge names shows as an edge coded twice; otherwise
-    both rows are named by no edge, so only those few are compared (a full uniqueness check would cost
-    as much as coding)."""
-    if coded.height != edges:
-        return True
+def _listed_twice(identifiers: pl.DataFrame, ends: np.ndarray) -> bool:
+    """Whether some identifier has two rows. One an edge names shows as an end coded twice (`_code_ends`);
+    otherwise both rows are named by no edge, so only those few are compared (a full uniqueness check
+    would cost as much as coding)."""
     named = np.zeros(identifiers.height, bool)
-    for end in ("a", "b"):
-        named[coded[end].drop_nulls().to_numpy()] = True
+    named[ends if ends.size and ends.min() >= 0 else ends[ends >= 0]] = True
+    if named.all():
+        return False
     lone = identifiers.filter(~named)
     return lone.height > 1 and bool(lone.select(_KEY).is_duplicated().any())
+
+
+def _kinds(types: pl.Series, codes: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Per node, its type as an index into the sorted list of the types present, from `codes`, the types
+    cast to one categorical (a code per distinct type), through a table as long as the few types."""
+    if codes.has_nulls():
+        raise TypeError("Enum categories must not contain null values")  # (as the Enum of the types present would)
+    codes = codes.to_numpy()
+    row = np.full(int(codes.max()) + 1 if codes.size else 0, -1, np.int64)
+    row[codes] = np.arange(codes.size)  # per code, some node holding it
+    present = np.flatnonzero(row >= 0)
+    names = types.gather(row[present]).to_list()
+    order = sorted(range(len(names)), key=names.__getitem__)
+    table = np.zeros(row.size, np.int32)
+    table[present[order]] = np.arange(len(order), dtype=np.int32)
+    return table[codes], [names[i] for i in order]
 
 
 def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n: int, threshold: int | None) -> np.ndarray:
@@ -236,11 +283,12 @@ def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n
     shared = np.zeros(n, bool)
     if threshold is None or a.size == 0:
         return shared
-    degree = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
+    degree = np.bincount(a, minlength=n)
+    degree += np.bincount(b, minlength=n)
     candidates = degree > threshold
-    around = candidates[a] | candidates[b]
-    if not around.any():
+    if not candidates.any():
         return shared
+    around = candidates[a] | candidates[b]
     node, other = np.concatenate([a[around], b[around]]), np.concatenate([b[around], a[around]])
     pick = candidates[node] & (limit[other] == 1)
     ends = pl.DataFrame({"node": node[pick], "other": other[pick], "other_kind": kind[other[pick]]}).unique()
@@ -252,7 +300,7 @@ def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
     if n == 0:
         return 0, np.zeros(0, np.int64)
-    graph = coo_array((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
+    graph = coo_array((np.ones(a.size), (a, b)), shape=(n, n))  # float64, as csgraph wants it: no conversion
     count, labels = connected_components(graph, directed=False)
     return count, labels.astype(np.int64)
 
@@ -260,10 +308,18 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
 def _within_limits_where_needed(graph: IdentityGraph, count: int, component: np.ndarray) -> np.ndarray:
     """A person label per node: its component, except in components holding more identifiers of a type
     than its limit, which are resolved link by link (`_within_limits`): only those pay for Python."""
-    over = np.zeros(count, bool)
-    for kind, limit in enumerate(graph.type_limits):
-        if limit:
-            over |= np.bincount(component[graph.usable & (graph.kind == kind)], minlength=count) > limit
+    limits = np.array(graph.type_limits, np.int64)
+    limited = np.flatnonzero(limits)
+    if count == 0 or limited.size == 0:
+        return component
+    # Identifiers per (component, type) in one count: the types without a limit count towards a column
+    # never compared.
+    slot = np.full(len(limits), limited.size, np.int64)
+    slot[limited] = np.arange(limited.size)
+    width = limited.size + 1
+    rows = graph.usable if not graph.usable.all() else slice(None)
+    held = np.bincount(component[rows] * width + slot[graph.kind[rows]], minlength=count * width)
+    over = (held.reshape(count, width)[:, :-1] > limits[limited]).any(axis=1)
     if not over.any():
         return component
     members = np.flatnonzero(over[component] & graph.usable)
@@ -338,21 +394,51 @@ def _anchors(graph: IdentityGraph, nodes: np.ndarray, person: np.ndarray) -> pl.
     if nodes.size == 0:
         return pl.DataFrame(schema={"person": pl.Int64, "node": pl.Int64})
     size = int(person.max()) + 1
-    first_seen, rank = graph.first_seen[nodes], graph.rank[nodes]
-    earliest = np.full(size, _NEVER, np.int64)
-    np.minimum.at(earliest, person, first_seen)
-    candidate = first_seen == earliest[person]
-    best = np.full(size, _NEVER, np.int64)
-    np.minimum.at(best, person[candidate], rank[candidate])
-    candidate &= rank == best[person]
+    everyone = nodes.size == graph.nodes.height  # then `nodes` is every node, in order
+    first_seen = graph.first_seen if everyone else graph.first_seen[nodes]
+    rank = graph.rank if everyone else graph.rank[nodes]
+    order = _first_seen_then_rank(first_seen, rank)
+    if order is not None:  # one minimum per person over one key
+        best = np.full(size, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(best, person, order)
+        candidate = order == best[person]
+    else:
+        earliest = np.full(size, _NEVER, np.int64)
+        np.minimum.at(earliest, person, first_seen)
+        candidate = first_seen == earliest[person]
+        best = np.full(size, _NEVER, np.int64)
+        np.minimum.at(best, person[candidate], rank[candidate])
+        candidate &= rank == best[person]
     tied = np.bincount(person[candidate], minlength=size) > 1
+    if not tied.any():
+        return pl.DataFrame({"person": person[candidate], "node": nodes[candidate]})
     single = candidate & ~tied[person]
     anchors = pl.DataFrame({"person": person[single], "node": nodes[single]})
-    if tied.any():  # same time and priority: the smallest (type, value)
-        several = candidate & tied[person]
-        ties = graph.nodes[nodes[several]].select(_KEY).with_columns(person=person[several], node=nodes[several])
-        anchors = pl.concat([anchors, ties.sort(_KEY).unique("person", keep="first").select("person", "node")])
-    return anchors
+    # same time and priority: the smallest (type, value)
+    several = candidate & tied[person]
+    ties = graph.nodes[nodes[several]].select(_KEY).with_columns(person=person[several], node=nodes[several])
+    return pl.concat([anchors, ties.sort(_KEY).unique("person", keep="first").select("person", "node")])
+
+
+def _first_seen_then_rank(first_seen: np.ndarray, rank: np.ndarray) -> np.ndarray | None:
+    """One int64 per node ordered as (first_seen, rank), _NEVER after every known time; None where the
+    times span too much for that."""
+    low, high = int(first_seen.min()), int(first_seen.max())
+    if low == _NEVER:  # no time known
+        return rank
+    known = None
+    if high == _NEVER:  # some unknown
+        known = first_seen != _NEVER
+        high = int(first_seen[known].max())
+    ranks = int(rank.max()) + 1
+    if (high - low + 2) * ranks >= 2**62:
+        return None
+    order = first_seen - low
+    if known is not None:
+        order[~known] = high - low + 1
+    order *= ranks
+    order += rank
+    return order
 
 
 def _person_ids(
@@ -380,10 +466,13 @@ def _person_ids(
         .unique("person", keep="first", maintain_order=True)
         .select("person", *PERSONS_SCHEMA)
     )
-    fresh = anchors.join(kept, on="person", how="anti")
+    fresh = anchors.join(kept, on="person", how="anti") if kept.height else anchors  # only new persons are hashed
     named = graph.nodes[fresh["node"]]
     keys = named.select(pl.concat_str(_KEY, separator=":")).to_series()
-    in_use = previous.ids_in_use if previous and previous.ids_in_use else _in(set(created["person_id"].to_list()))
+    if previous and previous.ids_in_use:
+        in_use = previous.ids_in_use
+    else:
+        in_use = _in(set(created["person_id"].to_list())) if created.height else None
     first_seen = graph.first_seen[fresh["node"].to_numpy()]
     new = pl.DataFrame({
         "person": fresh["person"],
@@ -436,16 +525,23 @@ def _in(ids: set[str]) -> Callable[[list[str]], set[str]]:
     return lambda candidates: ids.intersection(candidates)
 
 
-def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]], taken: set[str]) -> pl.Series:
+def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, taken: set[str]) -> pl.Series:
     """"p_" + sha256("type:value")[:16] of each new person's anchor, so a full rebuild names persons the same
     way every time; where that id is taken (an earlier person's), "#1", "#2", ... is appended to the key.
-    `in_use` is asked once for all ids, then once per retried id (rare)."""
-    digests = [hashlib.sha256(key).digest()[:8] for key in keys.cast(pl.Binary).to_list()]
-    ids = ("p_" + pl.Series(digests, dtype=pl.Binary).bin.encode("hex")).alias("person_id")
-    listed = ids.to_list()
-    clash = taken.intersection(listed) | in_use(listed)
-    if not clash and not ids.is_duplicated().any():
-        return ids
+    `in_use` (None: no earlier ids) is asked once for all ids, then once per retried id (rare)."""
+    sha256 = hashlib.sha256
+    digests = b"".join([sha256(key).digest() for key in keys.cast(pl.Binary).to_list()])
+    prefix = np.frombuffer(digests, np.uint8).reshape(-1, 32)[:, :8]  # the first 8 bytes: 16 hex digits
+    ids = _person_id_column(prefix)
+    if in_use is None and not taken:  # nothing to clash with but each other
+        if pl.Series(np.ascontiguousarray(prefix).view(np.uint64).ravel()).n_unique() == ids.len():
+            return ids
+        listed, clash = ids.to_list(), set()
+    else:
+        listed = ids.to_list()
+        clash = taken.intersection(listed) | (in_use(listed) if in_use else set())
+        if not clash and not ids.is_duplicated().any():
+            return ids
     names = keys.to_list()
     retry = {index for index, person_id in enumerate(listed) if person_id in clash}
     owner: dict[str, int] = {}
@@ -455,11 +551,22 @@ def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]], taken: se
     used = taken | clash | set(listed)
     for index in sorted(retry, key=names.__getitem__):
         attempt = 1
-        while (person_id := _hashed(f"{names[index]}#{attempt}")) in used or in_use([person_id]):
+        while (person_id := _hashed(f"{names[index]}#{attempt}")) in used or (in_use and in_use([person_id])):
             attempt += 1
         listed[index] = person_id
         used.add(person_id)
     return pl.Series("person_id", listed, dtype=pl.String)
+
+
+def _person_id_column(prefix: np.ndarray) -> pl.Series:
+    """"p_" + the hex digits of each row of bytes, written into one buffer (no Python string per id)."""
+    rows, width = prefix.shape[0], 2 + 2 * prefix.shape[1]
+    text = np.empty((rows, width), np.uint8)
+    text[:, 0], text[:, 1] = ord("p"), ord("_")
+    text[:, 2::2], text[:, 3::2] = _HEX[prefix >> 4], _HEX[prefix & 15]
+    offsets = np.arange(0, rows * width + 1, width, dtype=np.int64)
+    strings = pa.LargeStringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
+    return pl.Series("person_id", strings, dtype=pl.String)
 
 
 def _hashed(key: str) -> str:

@@ -8,7 +8,7 @@ rebuild's, ids and merge log included (property-tested in tests/test_identity_in
 
 Beside the public tables (cdp.id_map, cdp.identity_merges, core.persons) it keeps, in schema core:
 - core.resolved_edges, core.resolved_identifiers: the edges and identifiers the last resolution read,
-  to find what changed;
+  to find what changed (a full run copies them; an incremental run applies only the rows that changed);
 - core.identity_components: each resolved identifier's component;
 - core.identity_resolution: the rules' fingerprint, when and how the last resolution ran, and the row
   counts of the tables above as it left them.
@@ -44,6 +44,8 @@ _EDGES = {"left_type": pl.String, "left_value": pl.String, "right_type": pl.Stri
           "source": pl.String, "first_seen_at": pl.Datetime("us"), "last_seen_at": pl.Datetime("us")}
 _IDENTIFIERS = {"identifier_type": pl.String, "identifier_value": pl.String, "first_seen_at": pl.Datetime("us")}
 EDGE_COLUMNS = ", ".join(_EDGES)
+_EDGE_KEY = ["left_type", "left_value", "right_type", "right_value"]
+_KEY = ["identifier_type", "identifier_value"]
 IDENTIFIER_COLUMNS = ", ".join(_IDENTIFIERS)
 _STATE = ["core.identity_resolution", "core.identity_components", "core.resolved_edges",
           "core.resolved_identifiers", "cdp.id_map", "core.persons", "cdp.identity_edges", "core.identifiers"]
@@ -120,33 +122,22 @@ def _inputs(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]
 
 def _incremental(con: duckdb.DuckDBPyConnection, rules: IdentityRules, now: datetime) -> PersonsUpdate:
     # What changed since the last resolution: rows of either side the other does not have (one hash join
-    # each, cheaper than two EXCEPTs), and the identifiers they name.
+    # each, cheaper than two EXCEPTs), kept to apply to the snapshots, and the identifiers they name.
+    _diff(con, "cdp.identity_edges", "core.resolved_edges", _EDGES, _EDGE_KEY, "_edge_diff")
+    _diff(con, "core.identifiers", "core.resolved_identifiers", _IDENTIFIERS, _KEY, "_identifier_diff")
     con.execute("""CREATE OR REPLACE TEMP TABLE _touched AS
-        WITH changed_edges AS (
-            SELECT coalesce(e.left_type, r.left_type) AS left_type, coalesce(e.left_value, r.left_value) AS left_value,
-                   coalesce(e.right_type, r.right_type) AS right_type, coalesce(e.right_value, r.right_value) AS right_value
-            FROM cdp.identity_edges e FULL OUTER JOIN core.resolved_edges r
-              ON e.left_type = r.left_type AND e.left_value = r.left_value AND e.right_type = r.right_type
-             AND e.right_value = r.right_value AND e.source IS NOT DISTINCT FROM r.source
-             AND e.first_seen_at IS NOT DISTINCT FROM r.first_seen_at AND e.last_seen_at IS NOT DISTINCT FROM r.last_seen_at
-            WHERE e.left_type IS NULL OR r.left_type IS NULL
-        ), changed_identifiers AS (
-            SELECT coalesce(i.identifier_type, r.identifier_type) AS identifier_type,
-                   coalesce(i.identifier_value, r.identifier_value) AS identifier_value
-            FROM core.identifiers i FULL OUTER JOIN core.resolved_identifiers r
-              ON i.identifier_type = r.identifier_type AND i.identifier_value = r.identifier_value
-             AND i.first_seen_at IS NOT DISTINCT FROM r.first_seen_at
-            WHERE i.identifier_type IS NULL OR r.identifier_type IS NULL
-        )
         SELECT DISTINCT identifier_type, identifier_value FROM (
-            SELECT left_type AS identifier_type, left_value AS identifier_value FROM changed_edges
-            UNION ALL SELECT right_type, right_value FROM changed_edges
-            UNION ALL SELECT identifier_type, identifier_value FROM changed_identifiers
+            SELECT left_type AS identifier_type, left_value AS identifier_value FROM _edge_diff
+            UNION ALL SELECT right_type, right_value FROM _edge_diff
+            UNION ALL SELECT identifier_type, identifier_value FROM _identifier_diff
         ) WHERE identifier_value IS NOT NULL""")
     con.execute("CREATE OR REPLACE TEMP TABLE _scope (identifier_type VARCHAR, identifier_value VARCHAR)")
     _grow_scope(con, "_touched")
     if not con.execute("SELECT count(*) FROM _scope").fetchone()[0]:
+        con.execute("BEGIN")
+        _apply_diff(con)  # (rows naming no identifier, if any)
         _record(con, rules, now, "incremental", 0, 0)
+        con.execute("COMMIT")
         persons = con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
         return PersonsUpdate("incremental", 0, 0, persons, pl.DataFrame(schema=MERGES_SCHEMA))
     while True:
@@ -237,12 +228,34 @@ def _replace_scope(con: duckdb.DuckDBPyConnection, resolution: Resolution, previ
         con.execute("INSERT INTO core.identity_components (identifier_type, identifier_value, component) "
                     "SELECT identifier_type, identifier_value, component FROM _components")
     _append_merges(con, resolution.merges)
-    _snapshot(con)
+    _apply_diff(con)
+
+
+def _diff(con: duckdb.DuckDBPyConnection, table: str, snapshot: str, schema: dict, key: list[str], name: str) -> None:
+    """Temp table `name`: the rows of `table` its `snapshot` lacks (added) and those of the snapshot the
+    table lacks (not added), compared on every column (`key` with =, the others null-safe)."""
+    columns = ", ".join(schema)
+    same = " AND ".join([f"t.{c} = s.{c}" for c in key] + [f"t.{c} IS NOT DISTINCT FROM s.{c}" for c in schema if c not in key])
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {name} AS
+        SELECT {", ".join(f"coalesce(t.{c}, s.{c}) AS {c}" for c in schema)}, t._row IS NOT NULL AS added
+        FROM (SELECT {columns}, true AS _row FROM {table}) t
+        FULL OUTER JOIN (SELECT {columns}, true AS _row FROM {snapshot}) s ON {same}
+        WHERE t._row IS NULL OR s._row IS NULL""")
+
+
+def _apply_diff(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the snapshots up to the inputs just resolved by applying the diff `_incremental` found: delete
+    the rows gone, insert the new ones (work in the size of the change, not of the graph)."""
+    for diff, snapshot, schema in (("_edge_diff", "core.resolved_edges", _EDGES),
+                                   ("_identifier_diff", "core.resolved_identifiers", _IDENTIFIERS)):
+        columns = ", ".join(schema)
+        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM d.{c}" for c in schema)
+        con.execute(f"DELETE FROM {snapshot} s USING {diff} d WHERE NOT d.added AND {same}")
+        con.execute(f"INSERT INTO {snapshot} ({columns}) SELECT {columns} FROM {diff} WHERE added")
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection) -> None:
-    """Keep the inputs just resolved: the next update diffs against them. (Outside the scope nothing
-    changed, so this is also the old snapshot with the scope's rows replaced.)"""
+    """Keep the inputs just resolved, whole (a full run): the next update diffs against them."""
     for table, snapshot, schema in (("cdp.identity_edges", "core.resolved_edges", _EDGES),
                                     ("core.identifiers", "core.resolved_identifiers", _IDENTIFIERS)):
         if table_exists(con, table):
