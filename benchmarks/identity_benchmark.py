@@ -91,7 +91,8 @@ def scipy_components(nodes: pl.DataFrame, edges: pl.DataFrame) -> int:
     node = np.empty(coded.height, np.int64)
     node[coded["end"].to_numpy()] = coded["i"].to_numpy()
     a, b = node[: edges.height], node[edges.height :]
-    graph = coo_array((np.ones(len(a)), (a, b)), shape=(nodes.height, nodes.height))  # float64: what csgraph wants
+    index = np.int32 if nodes.height < 2**31 else np.int64  # as ours: csgraph's index type, float64 data
+    graph = coo_array((np.ones(len(a)), (a.astype(index), b.astype(index))), shape=(nodes.height, nodes.height))
     return connected_components(graph, directed=False)[0]
 
 

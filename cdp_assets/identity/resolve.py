@@ -15,7 +15,7 @@ Speed: identifiers are coded as integers once (one hash join of both edge ends a
 first sightings and blocked flags read in one pass, and everything after that is numpy on integer arrays:
 scipy's connected components for the linked identifiers, one minimum per person for the anchors, and the
 Python union-find of the limits only for the components that break a limit. No step sorts strings except
-over those few components. Only new persons are hashed, and their ids are written into one buffer.
+over those few components. Only new persons are hashed, all at once (polars-hash's SHA-256, in Rust).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
+import polars_hash as plh
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
@@ -41,7 +41,6 @@ PERSONS_SCHEMA = {"person_id": pl.String, "created_at": TIME}
 MERGES_SCHEMA = {"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": TIME}
 _KEY = ["identifier_type", "identifier_value"]
 _NEVER = np.iinfo(np.int64).max  # first seen at no known time: after every known time
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @dataclass(frozen=True)
@@ -115,11 +114,11 @@ def identity_graph(
         identifiers = identifiers.filter(pl.col("identifier_value").is_not_null())
     edges = edges.select(_shaped(EDGES_SCHEMA))
     nodes, named, a, b, edge_first, edge_last = _coded(identifiers, edges)
-    described = nodes.select(  # one pass over the nodes, the columns in parallel
+    described = nodes.lazy().select(  # one pass over the nodes, in parallel (a lazy query streams)
         first_seen=pl.col("first_seen_at").to_physical().fill_null(_NEVER),
         blocked=rules.blocked(),
         type_code=pl.col("identifier_type").cast(pl.Categorical).to_physical(),  # one cast: consistent codes
-    )
+    ).collect()
     n = nodes.height
     known = (a >= 0) & (b >= 0)
     every = bool(known.all())  # every edge end names a node (the common case: no masks to apply)
@@ -300,7 +299,8 @@ def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
     if n == 0:
         return 0, np.zeros(0, np.int64)
-    graph = coo_array((np.ones(a.size), (a, b)), shape=(n, n))  # float64, as csgraph wants it: no conversion
+    index = np.int32 if n < 2**31 else np.int64  # csgraph's own index type: no conversions, half the memory
+    graph = coo_array((np.ones(a.size), (a.astype(index), b.astype(index))), shape=(n, n))  # float64, as csgraph wants
     count, labels = connected_components(graph, directed=False)
     return count, labels.astype(np.int64)
 
@@ -468,7 +468,7 @@ def _person_ids(
     )
     fresh = anchors.join(kept, on="person", how="anti") if kept.height else anchors  # only new persons are hashed
     named = graph.nodes[fresh["node"]]
-    keys = named.select(pl.concat_str(_KEY, separator=":")).to_series()
+    keys = named.lazy().select(pl.concat_str(_KEY, separator=":")).collect().to_series()
     if previous and previous.ids_in_use:
         in_use = previous.ids_in_use
     else:
@@ -529,19 +529,15 @@ def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, ta
     """"p_" + sha256("type:value")[:16] of each new person's anchor, so a full rebuild names persons the same
     way every time; where that id is taken (an earlier person's), "#1", "#2", ... is appended to the key.
     `in_use` (None: no earlier ids) is asked once for all ids, then once per retried id (rare)."""
-    sha256 = hashlib.sha256
-    digests = b"".join([sha256(key).digest() for key in keys.cast(pl.Binary).to_list()])
-    prefix = np.frombuffer(digests, np.uint8).reshape(-1, 32)[:, :8]  # the first 8 bytes: 16 hex digits
-    ids = _person_id_column(prefix)
-    if in_use is None and not taken:  # nothing to clash with but each other
-        if pl.Series(np.ascontiguousarray(prefix).view(np.uint64).ravel()).n_unique() == ids.len():
-            return ids
-        listed, clash = ids.to_list(), set()
-    else:
+    hashed = "p_" + plh.col("key").chash.sha2_256().str.slice(0, 16)
+    ids = keys.to_frame("key").lazy().select(person_id=hashed).collect().to_series()  # streams: on every core
+    clash: set[str] = set()
+    if in_use or taken:
         listed = ids.to_list()
         clash = taken.intersection(listed) | (in_use(listed) if in_use else set())
-        if not clash and not ids.is_duplicated().any():
-            return ids
+    if not clash and ids.hash().n_unique() == ids.len():  # distinct hashes: distinct ids (else look closer)
+        return ids
+    listed = ids.to_list()
     names = keys.to_list()
     retry = {index for index, person_id in enumerate(listed) if person_id in clash}
     owner: dict[str, int] = {}
@@ -556,17 +552,6 @@ def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, ta
         listed[index] = person_id
         used.add(person_id)
     return pl.Series("person_id", listed, dtype=pl.String)
-
-
-def _person_id_column(prefix: np.ndarray) -> pl.Series:
-    """"p_" + the hex digits of each row of bytes, written into one buffer (no Python string per id)."""
-    rows, width = prefix.shape[0], 2 + 2 * prefix.shape[1]
-    text = np.empty((rows, width), np.uint8)
-    text[:, 0], text[:, 1] = ord("p"), ord("_")
-    text[:, 2::2], text[:, 3::2] = _HEX[prefix >> 4], _HEX[prefix & 15]
-    offsets = np.arange(0, rows * width + 1, width, dtype=np.int64)
-    strings = pa.LargeStringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
-    return pl.Series("person_id", strings, dtype=pl.String)
 
 
 def _hashed(key: str) -> str:
