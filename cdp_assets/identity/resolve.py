@@ -262,7 +262,7 @@ def _kinds(types: pl.Series, codes: pl.Series) -> tuple[np.ndarray, list[str]]:
     """Per node, its type as an index into the sorted list of the types present, from `codes`, the types
     cast to one categorical (a code per distinct type), through a table as long as the few types."""
     if codes.has_nulls():
-        raise TypeError("Enum categories must not contain null values")  # (as the Enum of the types present would)
+        raise ValueError("an identifier or edge end has a value but no identifier_type")
     codes = codes.to_numpy()
     row = np.full(int(codes.max()) + 1 if codes.size else 0, -1, np.int64)
     row[codes] = np.arange(codes.size)  # per code, some node holding it
