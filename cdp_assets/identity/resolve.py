@@ -531,13 +531,13 @@ def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, ta
     `in_use` (None: no earlier ids) is asked once for all ids, then once per retried id (rare)."""
     hashed = "p_" + plh.col("key").chash.sha2_256().str.slice(0, 16)
     ids = keys.to_frame("key").lazy().select(person_id=hashed).collect().to_series()  # streams: on every core
-    clash: set[str] = set()
+    listed, clash = [], set()
     if in_use or taken:
         listed = ids.to_list()
         clash = taken.intersection(listed) | (in_use(listed) if in_use else set())
     if not clash and ids.hash().n_unique() == ids.len():  # distinct hashes: distinct ids (else look closer)
         return ids
-    listed = ids.to_list()
+    listed = listed or ids.to_list()
     names = keys.to_list()
     retry = {index for index, person_id in enumerate(listed) if person_id in clash}
     owner: dict[str, int] = {}

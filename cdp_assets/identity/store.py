@@ -47,6 +47,10 @@ EDGE_COLUMNS = ", ".join(_EDGES)
 _EDGE_KEY = ["left_type", "left_value", "right_type", "right_value"]
 _KEY = ["identifier_type", "identifier_value"]
 IDENTIFIER_COLUMNS = ", ".join(_IDENTIFIERS)
+# The inputs a resolution reads, each with the snapshot it is kept in, its columns, the key compared with =,
+# and the temp table an incremental run puts its diff in.
+_SNAPSHOTS = (("cdp.identity_edges", "core.resolved_edges", _EDGES, _EDGE_KEY, "_edge_diff"),
+              ("core.identifiers", "core.resolved_identifiers", _IDENTIFIERS, _KEY, "_identifier_diff"))
 _STATE = ["core.identity_resolution", "core.identity_components", "core.resolved_edges",
           "core.resolved_identifiers", "cdp.id_map", "core.persons", "cdp.identity_edges", "core.identifiers"]
 # Tables only this module writes: their row counts, recorded after each resolution, tell whether anyone
@@ -123,8 +127,8 @@ def _inputs(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]
 def _incremental(con: duckdb.DuckDBPyConnection, rules: IdentityRules, now: datetime) -> PersonsUpdate:
     # What changed since the last resolution: rows of either side the other does not have (one hash join
     # each, cheaper than two EXCEPTs), kept to apply to the snapshots, and the identifiers they name.
-    _diff(con, "cdp.identity_edges", "core.resolved_edges", _EDGES, _EDGE_KEY, "_edge_diff")
-    _diff(con, "core.identifiers", "core.resolved_identifiers", _IDENTIFIERS, _KEY, "_identifier_diff")
+    for table, snapshot, schema, key, diff in _SNAPSHOTS:
+        _diff(con, table, snapshot, schema, key, diff)
     con.execute("""CREATE OR REPLACE TEMP TABLE _touched AS
         SELECT DISTINCT identifier_type, identifier_value FROM (
             SELECT left_type AS identifier_type, left_value AS identifier_value FROM _edge_diff
@@ -246,8 +250,7 @@ def _diff(con: duckdb.DuckDBPyConnection, table: str, snapshot: str, schema: dic
 def _apply_diff(con: duckdb.DuckDBPyConnection) -> None:
     """Bring the snapshots up to the inputs just resolved by applying the diff `_incremental` found: delete
     the rows gone, insert the new ones (work in the size of the change, not of the graph)."""
-    for diff, snapshot, schema in (("_edge_diff", "core.resolved_edges", _EDGES),
-                                   ("_identifier_diff", "core.resolved_identifiers", _IDENTIFIERS)):
+    for _, snapshot, schema, _, diff in _SNAPSHOTS:
         columns = ", ".join(schema)
         same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM d.{c}" for c in schema)
         con.execute(f"DELETE FROM {snapshot} s USING {diff} d WHERE NOT d.added AND {same}")
@@ -256,8 +259,7 @@ def _apply_diff(con: duckdb.DuckDBPyConnection) -> None:
 
 def _snapshot(con: duckdb.DuckDBPyConnection) -> None:
     """Keep the inputs just resolved, whole (a full run): the next update diffs against them."""
-    for table, snapshot, schema in (("cdp.identity_edges", "core.resolved_edges", _EDGES),
-                                    ("core.identifiers", "core.resolved_identifiers", _IDENTIFIERS)):
+    for table, snapshot, schema, _, _ in _SNAPSHOTS:
         if table_exists(con, table):
             con.execute(f"CREATE OR REPLACE TABLE {snapshot} AS SELECT {', '.join(schema)} FROM {table}")
         else:
