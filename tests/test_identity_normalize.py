@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from cdp_assets.config import ConfigError
 from cdp_assets.identity import normalize
 from cdp_assets.identity.normalize import normalize_identifier, normalize_identifiers
-from cdp_assets.identity.rules import IdentifierRule, load_identity_rules
+from cdp_assets.identity.rules import IdentifierRule, IdentityRules, load_identity_rules
+
+_STRINGS = {"identifier_type": pl.String, "identifier_value": pl.String}
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +98,28 @@ def test_blocked_values_are_normalized_like_identifiers(tmp_path):
         "identifier_value": ["test@test.com", "ann@x.com", "+14155550100", "Null", None],
     })
     assert frame.select(rules.blocked()).to_series().to_list() == [True, False, True, True, False]
+
+
+_LETTERS = st.sampled_from(list("nulNULkK0-é\u212a\u0130iIß"))  # with the Kelvin sign, dotted İ, ß
+
+
+@given(
+    words=st.frozensets(st.text(_LETTERS, max_size=5), max_size=4),
+    values=st.lists(st.text(_LETTERS, max_size=5), max_size=30),
+)
+def test_a_value_is_blocked_for_every_type_exactly_when_its_lower_case_is_listed(words, values):
+    """Blocked `any` values are looked up among their spellings in every case (no lower-casing of each
+    value) when they are ASCII, and by lower-casing otherwise: both must agree with Python's `lower()`."""
+    rules = IdentityRules(identifiers=(IdentifierRule("user_id"),), blocked_any=frozenset(w.lower() for w in words))
+    frame = pl.DataFrame({"identifier_type": ["user_id"] * len(values), "identifier_value": values}, schema=_STRINGS)
+    expected = [value.lower() in rules.blocked_any for value in values]
+    assert frame.select(rules.blocked()).to_series().to_list() == expected
+
+
+def test_blocked_words_with_too_many_spellings_are_compared_lower_cased():
+    rules = IdentityRules(identifiers=(IdentifierRule("user_id"),), blocked_any=frozenset({"undefinedundefined"}))
+    frame = pl.DataFrame({"identifier_type": ["user_id"] * 3, "identifier_value": ["UndefinedUNDEFINED", "undefined", "x"]})
+    assert frame.select(rules.blocked()).to_series().to_list() == [True, False, False]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
-import polars_hash as plh
+import polars_hash  # noqa: F401 (registers the `chash` expression namespace)
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
@@ -74,10 +74,9 @@ class IdentityGraph:
 
     nodes: pl.DataFrame
     kind: np.ndarray  # per node, its type as an index into `types`
-    types: list[str]
-    type_limits: list[int]  # per type, its limit (0: none)
+    types: list[str]  # the rules' types in priority order, then other types present
+    type_limits: np.ndarray  # per type, its limit (0: none)
     rank: np.ndarray  # per node, its type's priority (0: highest)
-    limit: np.ndarray  # per node, its type's limit (0: none)
     first_seen: np.ndarray  # per node, int64 microseconds (_NEVER: unknown)
     usable: np.ndarray
     a: np.ndarray
@@ -113,15 +112,16 @@ def identity_graph(
     if identifiers["identifier_value"].has_nulls():
         identifiers = identifiers.filter(pl.col("identifier_value").is_not_null())
     edges = edges.select(_shaped(EDGES_SCHEMA))
-    nodes, named, a, b, edge_first, edge_last = _coded(identifiers, edges)
+    nodes, named, a, b, edge_first, edge_last, degree = _coded(identifiers, edges)
+    ranked = [rule.type for rule in rules.identifiers]
     described = nodes.lazy().select(  # one pass over the nodes, in parallel (a lazy query streams)
         first_seen=pl.col("first_seen_at").to_physical().fill_null(_NEVER),
         blocked=rules.blocked(),
-        type_code=pl.col("identifier_type").cast(pl.Categorical).to_physical(),  # one cast: consistent codes
+        type_code=pl.col("identifier_type").cast(pl.Enum(ranked), strict=False).to_physical(),  # null: no rule
     ).collect()
     n = nodes.height
-    known = (a >= 0) & (b >= 0)
-    every = bool(known.all())  # every edge end names a node (the common case: no masks to apply)
+    every = not a.size or min(a.min(), b.min()) >= 0  # every edge end names a node (the common case: no masks)
+    known = None if every else (a >= 0) & (b >= 0)
 
     first_seen = described["first_seen"].to_numpy(writable=True)
     for ends in (a, b):  # an identifier was first seen at its earliest sighting, on a record or in an edge
@@ -130,19 +130,18 @@ def identity_graph(
         else:
             np.minimum.at(first_seen, ends[ends >= 0], edge_first[ends >= 0])
 
-    kind, types = _kinds(nodes["identifier_type"], described["type_code"])
-    type_limits = [rules.limit(t) or 0 for t in types]
-    rank = np.array([rules.priority(t) for t in types] or [0], np.int32)[kind]
-    limit = np.array(type_limits or [0], np.int32)[kind]
+    kind, types = _kinds(nodes["identifier_type"], described["type_code"], ranked)
+    type_limits = np.array([rules.limit(t) or 0 for t in types], np.int64)
+    rank = kind if len(types) == len(ranked) else np.minimum(kind, len(ranked))  # types without a rule rank last
     usable = ~described["blocked"].to_numpy()
 
     # One mask, one gather: links with both ends known and usable, not to themselves.
-    keep = known & (a != b)
+    keep = a != b if every else known & (a != b)
     if n and not usable.all():
         keep &= usable[a] & usable[b]  # (where an end is -1 this reads the last node; `keep` is False there)
     if not keep.all():
-        a, b = a[keep], b[keep]
-    shared = _shared(a, b, kind, limit, n, rules.shared_identifier_threshold)
+        a, b, degree = a[keep], b[keep], None
+    shared = _shared(a, b, kind, type_limits, n, rules.shared_identifier_threshold, degree)
     if shared.any():
         unshared = ~shared[a] & ~shared[b]
         keep[keep] = unshared
@@ -160,7 +159,7 @@ def identity_graph(
         a, b, last_seen = a[keep], b[keep], last_seen[keep]
         usable = usable & inside
     return IdentityGraph(
-        nodes=nodes.select(_KEY), kind=kind, types=types, type_limits=type_limits, rank=rank, limit=limit,
+        nodes=nodes.select(_KEY), kind=kind, types=types, type_limits=type_limits, rank=rank,
         first_seen=first_seen, usable=usable, a=a, b=b, last_seen=last_seen,
         shared=shared, reaches_outside=nodes[reached].select(_KEY),
     )
@@ -177,11 +176,12 @@ def resolve_graph(graph: IdentityGraph, previous: PreviousIdentity | None = None
         person, component = person[nodes], component[nodes]
     anchors = _anchors(graph, nodes, person)
     ids, merges = _person_ids(graph, nodes, person, anchors, previous, now)
-    label = np.full(int(person.max(initial=-1)) + 1, -1, np.int64)
-    label[ids["person"].to_numpy()] = np.arange(ids.height)
+    label = np.zeros(int(person.max(initial=-1)) + 1, np.uint32)  # polars' own index type: no conversion
+    label[ids["person"].to_numpy()] = np.arange(ids.height, dtype=np.uint32)
     resolved = graph.nodes if everyone else graph.nodes[nodes]
+    person_id = pl.lit(ids["person_id"].rechunk()).gather(pl.Series(label[person]))  # one chunk: a fast gather
     return Resolution(
-        id_map=resolved.with_columns(person_id=ids["person_id"].rechunk().gather(label[person])),  # one chunk: a fast gather
+        id_map=resolved.lazy().with_columns(person_id=person_id).collect(),  # streams: gathers on every core
         persons=ids.select(_shaped(PERSONS_SCHEMA)),
         merges=merges,
         components=resolved.with_columns(component=pl.Series(component, dtype=pl.Int64)),
@@ -189,16 +189,20 @@ def resolve_graph(graph: IdentityGraph, previous: PreviousIdentity | None = None
 
 
 def _coded(identifiers: pl.DataFrame, edges: pl.DataFrame):
-    """(nodes, named, a, b, first_seen, last_seen): the `named` identifiers, then those only edges name, as
-    rows (identifier_type, identifier_value, first_seen_at); each edge's end nodes (-1: no identifier) and
-    times in microseconds (_NEVER where unknown), in edge row order."""
+    """(nodes, named, a, b, first_seen, last_seen, degree): the `named` identifiers, then those only edges
+    name, as rows (identifier_type, identifier_value, first_seen_at); each edge's end nodes (-1: no
+    identifier) and times in microseconds (_NEVER where unknown), in edge row order; per node, the edge ends
+    naming it (None when some end names no identifier row)."""
     nodes, ends = identifiers, _code_ends(identifiers, edges)
-    if ends is None or _listed_twice(identifiers, ends):  # take each identifier's earliest sighting
+    degree = None if ends is None else _degree(ends, nodes.height)
+    if degree is None or _listed_twice(identifiers, degree > 0):  # take each identifier's earliest sighting
         nodes = identifiers.group_by(_KEY, maintain_order=True).agg(pl.col("first_seen_at").min())
         ends = _code_ends(nodes, edges)
+        degree = _degree(ends, nodes.height)
     named = nodes.height
-    missing = np.flatnonzero(ends < 0)
-    if missing.size:  # ends no identifier row names: new nodes after the others, in edge order (left ends first)
+    if ends.size and ends.min() < 0:  # ends no identifier row names: new nodes after the others, in edge order (left ends first)
+        degree = None
+        missing = np.flatnonzero(ends < 0)
         keys = _stacked_ends(edges.lazy()).collect()[missing]
         new = keys.drop_nulls().unique(maintain_order=True)
         nodes = pl.concat([nodes, new.with_columns(first_seen_at=pl.lit(None, TIME))])
@@ -217,6 +221,7 @@ def _coded(identifiers: pl.DataFrame, edges: pl.DataFrame):
         ends[m:],
         edges["first_seen_at"].to_physical().fill_null(_NEVER).to_numpy(),
         edges["last_seen_at"].to_physical().fill_null(_NEVER).to_numpy(),
+        degree,
     )
 
 
@@ -246,35 +251,39 @@ def _code_ends(identifiers: pl.DataFrame, edges: pl.DataFrame) -> np.ndarray | N
     return ends
 
 
-def _listed_twice(identifiers: pl.DataFrame, ends: np.ndarray) -> bool:
-    """Whether some identifier has two rows. One an edge names shows as an end coded twice (`_code_ends`);
-    otherwise both rows are named by no edge, so only those few are compared (a full uniqueness check
-    would cost as much as coding)."""
-    named = np.zeros(identifiers.height, bool)
-    named[ends if ends.size and ends.min() >= 0 else ends[ends >= 0]] = True
+def _degree(ends: np.ndarray, n: int) -> np.ndarray:
+    """Per node, the edge ends naming it (an end of -1 names none)."""
+    return np.bincount(ends if ends.min(initial=0) >= 0 else ends[ends >= 0], minlength=n)
+
+
+def _listed_twice(identifiers: pl.DataFrame, named: np.ndarray) -> bool:
+    """Whether some identifier has two rows, given which are `named` by an edge. One an edge names shows as
+    an end coded twice (`_code_ends`); otherwise both rows are named by no edge, so only those few are
+    compared (a full uniqueness check would cost as much as coding)."""
     if named.all():
         return False
     lone = identifiers.filter(~named)
     return lone.height > 1 and bool(lone.select(_KEY).is_duplicated().any())
 
 
-def _kinds(types: pl.Series, codes: pl.Series) -> tuple[np.ndarray, list[str]]:
-    """Per node, its type as an index into the sorted list of the types present, from `codes`, the types
-    cast to one categorical (a code per distinct type), through a table as long as the few types."""
-    if codes.has_nulls():
+def _kinds(types: pl.Series, codes: pl.Series, ranked: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(per node, its type as an index into the list of types; that list): the `ranked` types of the rules,
+    whose index `codes` holds (the types cast to an Enum of them), then the other types present, sorted."""
+    if not codes.has_nulls():
+        return codes.to_numpy(), list(ranked)
+    other = codes.is_null().to_numpy()
+    if types.filter(other).has_nulls():
         raise ValueError("an identifier or edge end has a value but no identifier_type")
-    codes = codes.to_numpy()
-    row = np.full(int(codes.max()) + 1 if codes.size else 0, -1, np.int64)
-    row[codes] = np.arange(codes.size)  # per code, some node holding it
-    present = np.flatnonzero(row >= 0)
-    names = types.gather(row[present]).to_list()
-    order = sorted(range(len(names)), key=names.__getitem__)
-    table = np.zeros(row.size, np.int32)
-    table[present[order]] = np.arange(len(order), dtype=np.int32)
-    return table[codes], [names[i] for i in order]
+    names = sorted(types.filter(other).unique().to_list())
+    kind = codes.fill_null(0).to_numpy().astype(np.int32)
+    kind[other] = types.filter(other).replace_strict(names, range(len(ranked), len(ranked) + len(names))).to_numpy()
+    return kind, [*ranked, *names]
 
 
-def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n: int, threshold: int | None) -> np.ndarray:
+def _shared(
+    a: np.ndarray, b: np.ndarray, kind: np.ndarray, type_limits: np.ndarray, n: int, threshold: int | None,
+    degree: np.ndarray | None = None,
+) -> np.ndarray:
     """True for a shared identifier: one linked to more persons than the threshold. Persons are counted
     by the types a person holds at most one of (limit 1, e.g. user_id): an identifier linked to 11
     distinct user ids (or 11 crm ids) is linked to at least 11 persons. Only identifiers with more links
@@ -282,14 +291,15 @@ def _shared(a: np.ndarray, b: np.ndarray, kind: np.ndarray, limit: np.ndarray, n
     shared = np.zeros(n, bool)
     if threshold is None or a.size == 0:
         return shared
-    degree = np.bincount(a, minlength=n)
-    degree += np.bincount(b, minlength=n)
+    if degree is None:  # (given: the links per node of exactly these `a` and `b`)
+        degree = np.bincount(a, minlength=n)
+        degree += np.bincount(b, minlength=n)
     candidates = degree > threshold
     if not candidates.any():
         return shared
     around = candidates[a] | candidates[b]
     node, other = np.concatenate([a[around], b[around]]), np.concatenate([b[around], a[around]])
-    pick = candidates[node] & (limit[other] == 1)
+    pick = candidates[node] & (type_limits[kind[other]] == 1)
     ends = pl.DataFrame({"node": node[pick], "other": other[pick], "other_kind": kind[other[pick]]}).unique()
     counted = ends.group_by("node", "other_kind").len()
     shared[counted.filter(pl.col("len") > threshold)["node"].to_numpy()] = True
@@ -308,7 +318,7 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
 def _within_limits_where_needed(graph: IdentityGraph, count: int, component: np.ndarray) -> np.ndarray:
     """A person label per node: its component, except in components holding more identifiers of a type
     than its limit, which are resolved link by link (`_within_limits`): only those pay for Python."""
-    limits = np.array(graph.type_limits, np.int64)
+    limits = graph.type_limits
     limited = np.flatnonzero(limits)
     if count == 0 or limited.size == 0:
         return component
@@ -319,9 +329,11 @@ def _within_limits_where_needed(graph: IdentityGraph, count: int, component: np.
     width = limited.size + 1
     rows = graph.usable if not graph.usable.all() else slice(None)
     held = np.bincount(component[rows] * width + slot[graph.kind[rows]], minlength=count * width)
-    over = (held.reshape(count, width)[:, :-1] > limits[limited]).any(axis=1)
-    if not over.any():
+    beyond = np.flatnonzero(held.reshape(count, width)[:, :-1] > limits[limited])  # component * types + slot
+    if beyond.size == 0:
         return component
+    over = np.zeros(count, bool)
+    over[beyond // limited.size] = True
     members = np.flatnonzero(over[component] & graph.usable)
     links = np.flatnonzero(over[component[graph.a]])
     roots = _within_limits(graph, members, _strongest_first(graph, members, links))
@@ -358,7 +370,8 @@ def _within_limits(graph: IdentityGraph, members: np.ndarray, ordered_links: Ite
     """Per member, its root node after uniting along `ordered_links` in turn, except where the union would
     give a person more identifiers of a type than its limit: that link stays only in the edges table."""
     nodes = members.tolist()
-    kinds, limits = graph.kind[members].tolist(), graph.limit[members].tolist()
+    kinds = graph.kind[members].tolist()
+    limits = graph.type_limits[graph.kind[members]].tolist()
     limit = dict(zip(kinds, limits))
     parent = dict(zip(nodes, nodes))
     size = dict.fromkeys(nodes, 1)
@@ -457,8 +470,10 @@ def _person_ids(
     other person holding identifiers of a previous person is a "split" from it (also when that part
     joins another existing person). A previous person none of whose identifiers remain simply ends."""
     held = _held(graph, nodes, person, previous)
+    if held.is_empty():  # no earlier person holds any of these identifiers: all are new, nothing merges
+        return _new_persons(graph, anchors, previous, set(), now), pl.DataFrame(schema=MERGES_SCHEMA)
     survivors = _survivors(graph, held)
-    created = previous.persons.select(_shaped(PERSONS_SCHEMA)) if previous else pl.DataFrame(schema=PERSONS_SCHEMA)
+    created = previous.persons.select(_shaped(PERSONS_SCHEMA))
     kept = (
         survivors.join(created, on="person_id", how="left")
         .with_columns(pl.col("created_at").fill_null(now))  # a previous person without a persons row
@@ -467,19 +482,8 @@ def _person_ids(
         .select("person", *PERSONS_SCHEMA)
     )
     fresh = anchors.join(kept, on="person", how="anti") if kept.height else anchors  # only new persons are hashed
-    named = graph.nodes[fresh["node"]]
-    keys = named.lazy().select(pl.concat_str(_KEY, separator=":")).collect().to_series()
-    if previous and previous.ids_in_use:
-        in_use = previous.ids_in_use
-    else:
-        in_use = _in(set(created["person_id"].to_list())) if created.height else None
-    first_seen = graph.first_seen[fresh["node"].to_numpy()]
-    new = pl.DataFrame({
-        "person": fresh["person"],
-        "person_id": _new_ids(keys, in_use, set(survivors["person_id"].to_list())),
-        "created_at": pl.Series(first_seen).cast(TIME).set(pl.Series(first_seen == _NEVER), now),
-    })
-    ids = pl.concat([kept, new.select("person", *PERSONS_SCHEMA)])
+    new = _new_persons(graph, fresh, previous, set(survivors["person_id"].to_list()), now)
+    ids = pl.concat([kept, new])
     merges = survivors.join(kept, on="person", suffix="_to").filter(pl.col("person_id") != pl.col("person_id_to"))
     splits = (
         held.select("person_id", "person").unique()
@@ -491,6 +495,26 @@ def _person_ids(
         splits.select(from_person_id="person_id", to_person_id="person_id_to", reason=pl.lit("split")),
     ]).with_columns(at=pl.lit(now, TIME))
     return ids, log.select(_shaped(MERGES_SCHEMA)).sort("reason", "from_person_id", "to_person_id")
+
+
+def _new_persons(
+    graph: IdentityGraph, anchors: pl.DataFrame, previous: PreviousIdentity | None, taken: set[str], now: datetime
+) -> pl.DataFrame:
+    """(person, person_id, created_at) of new persons, from their `anchors` (person, node): ids by `_new_ids`
+    avoiding `taken` and the ids earlier runs gave out; created when their anchor was first seen."""
+    if previous and previous.ids_in_use:
+        in_use = previous.ids_in_use
+    elif previous and previous.persons.height:
+        in_use = _in(set(previous.persons["person_id"].to_list()))
+    else:
+        in_use = None
+    node = anchors["node"].to_numpy()
+    first_seen = graph.first_seen[node]
+    return pl.DataFrame({
+        "person": anchors["person"],
+        "person_id": _new_ids(graph.nodes[node], in_use, taken),
+        "created_at": pl.Series(first_seen).cast(TIME).set(pl.Series(first_seen == _NEVER), now),
+    })
 
 
 def _held(graph: IdentityGraph, nodes: np.ndarray, person: np.ndarray, previous: PreviousIdentity | None) -> pl.DataFrame:
@@ -525,12 +549,14 @@ def _in(ids: set[str]) -> Callable[[list[str]], set[str]]:
     return lambda candidates: ids.intersection(candidates)
 
 
-def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, taken: set[str]) -> pl.Series:
-    """"p_" + sha256("type:value")[:16] of each new person's anchor, so a full rebuild names persons the same
-    way every time; where that id is taken (an earlier person's), "#1", "#2", ... is appended to the key.
-    `in_use` (None: no earlier ids) is asked once for all ids, then once per retried id (rare)."""
-    hashed = "p_" + plh.col("key").chash.sha2_256().str.slice(0, 16)
-    ids = keys.to_frame("key").lazy().select(person_id=hashed).collect().to_series()  # streams: on every core
+def _new_ids(anchors: pl.DataFrame, in_use: Callable[[list[str]], set[str]] | None, taken: set[str]) -> pl.Series:
+    """"p_" + sha256("type:value")[:16] of each new person's anchor (identifier_type, identifier_value), so a
+    full rebuild names persons the same way every time; where that id is taken (an earlier person's), "#1",
+    "#2", ... is appended to the key. `in_use` (None: no earlier ids) is asked once for all ids, then once
+    per retried id (rare)."""
+    keys = pl.concat_str(_KEY, separator=":")
+    hashed = "p_" + keys.chash.sha2_256().str.slice(0, 16)  # polars-hash's namespace on every expression
+    ids = anchors.lazy().select(person_id=hashed).collect().to_series()  # streams: on every core
     listed, clash = [], set()
     if in_use or taken:
         listed = ids.to_list()
@@ -538,7 +564,7 @@ def _new_ids(keys: pl.Series, in_use: Callable[[list[str]], set[str]] | None, ta
     if not clash and ids.hash().n_unique() == ids.len():  # distinct hashes: distinct ids (else look closer)
         return ids
     listed = listed or ids.to_list()
-    names = keys.to_list()
+    names = anchors.select(keys).to_series().to_list()
     retry = {index for index, person_id in enumerate(listed) if person_id in clash}
     owner: dict[str, int] = {}
     for index in sorted(range(len(listed)), key=names.__getitem__):  # two anchors hashed alike: the smaller keeps it
