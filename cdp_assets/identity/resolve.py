@@ -11,8 +11,9 @@ The rules, each in one place:
   more identifiers of a type than its limit;
 - ids (`_person_ids`): survivorship across runs, and `_new_ids` for persons never seen before.
 
-Speed: identifiers are coded as integers once (one hash join of both edge ends at once), their types,
-first sightings and blocked flags read in one pass, and everything after that is numpy on integer arrays:
+Speed: identifiers are coded as integers once (one hash join of both edge ends at once), their types
+(an Enum of the rules' types: the code is the rank), first sightings and blocked flags (one lookup per
+value) read in one streaming pass, and everything after that is numpy on integer arrays:
 scipy's connected components for the linked identifiers, one minimum per person for the anchors, and the
 Python union-find of the limits only for the components that break a limit. No step sorts strings except
 over those few components. Only new persons are hashed, all at once (polars-hash's SHA-256, in Rust).
