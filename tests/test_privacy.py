@@ -14,7 +14,7 @@ import pytest
 from cdp_assets.identity.rules import load_identity_rules
 from cdp_assets.privacy.erase import export_person, request_erasure
 from cdp_assets.privacy.jobs import process_erasure_requests
-from cdp_assets.profiles.computed import load_computed_traits
+from cdp_assets.profiles.computed import RFM_COLUMNS, load_computed_traits
 from cdp_assets.runner import run_everything
 from cdp_assets.sample_data import generate_sample_data
 from cdp_resources import WarehouseResource
@@ -23,7 +23,7 @@ from cdp_resources.settings import config_dir
 # Profile columns that move for everyone between two builds: RFM quintiles (one buyer less shifts the ranks)
 # and traits counted against the clock (30-day windows, days since), which the rebuild minutes later moves.
 _SHIFTING = ", ".join(
-    ["rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_segment"]
+    list(RFM_COLUMNS)
     + [name for name, spec in load_computed_traits(config_dir() / "traits.yaml")["computed_traits"].items()
        if spec.get("within_days") or spec["aggregate"].startswith("days_since")]
 )

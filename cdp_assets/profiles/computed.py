@@ -40,6 +40,7 @@ KEYS = {"aggregate", "over", "event", "property", "type", "within_days"}
 CONTRACT_TRAITS = ("event_count", "order_count", "total_revenue")  # profile columns the contract names
 RESERVED = {"person_id", "email", "phone", "first_seen_at", "last_seen_at", "person_created_at"}  # profile columns
 RFM_KEYS = ("recency", "frequency", "monetary")
+RFM_COLUMNS = (*(f"rfm_{key}" for key in RFM_KEYS), "rfm_segment")  # what `rfm:` adds (person_computed_traits)
 
 
 def load_computed_traits(path: Path) -> dict:

@@ -7,7 +7,7 @@ import json
 
 from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import load_identity_rules
-from cdp_assets.profiles.computed import load_computed_traits
+from cdp_assets.profiles.computed import RFM_COLUMNS, load_computed_traits
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
 from cdp_resources.warehouse import table_exists
@@ -60,15 +60,14 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
     for event in recent:
         event["properties"] = json.loads(event["properties"]) if event["properties"] else None
     declared = load_computed_traits(config_dir() / "traits.yaml")
-    names = list(declared["computed_traits"]) + (["rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_segment"]
-                                                 if declared["rfm"] else [])
-    row = profile[0] if profile else {}
+    names = [*declared["computed_traits"], *(RFM_COLUMNS if declared["rfm"] else ())]
+    row = profile[0] if profile else None
     return {
         "person_id": person_id,
         "identifiers": identifiers,
-        "profile": profile[0] if profile else None,
+        "profile": row,
         "trait_sources": traits,
-        "computed_traits": {name: row.get(name) for name in names},
+        "computed_traits": {name: (row or {}).get(name) for name in names},
         "segments": segments,
         "relationships": relationships,
         "recent_events": recent,

@@ -33,15 +33,7 @@ select
 {%- endfor %}
     identifiers.first_seen_at,
     identifiers.last_seen_at,
-{%- for name in var('computed_traits') %}
-    computed."{{ name }}",
-{%- endfor %}
-{%- if var('rfm', none) %}
-    computed.rfm_recency,
-    computed.rfm_frequency,
-    computed.rfm_monetary,
-    computed.rfm_segment,
-{%- endif %}
+    computed.* exclude (person_id),  -- the computed traits, then the RFM scores if `rfm:` is set
     p.created_at as person_created_at
 from persons as p
 left join identifiers using (person_id)
