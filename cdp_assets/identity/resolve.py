@@ -74,9 +74,8 @@ class IdentityGraph:
     row, so possibly repeated). A node is `usable` when it is not blocked and inside the scope."""
 
     nodes: pl.DataFrame
-    kind: np.ndarray  # per node, its type as an index into `types`
-    types: list[str]  # the rules' types in priority order, then other types present
-    type_limits: np.ndarray  # per type, its limit (0: none)
+    kind: np.ndarray  # per node, its type: the rules' types in priority order, then other types present
+    type_limits: np.ndarray  # per type (a `kind`), its limit (0: none)
     rank: np.ndarray  # per node, its type's priority (0: highest)
     first_seen: np.ndarray  # per node, int64 microseconds (_NEVER: unknown)
     usable: np.ndarray
@@ -160,7 +159,7 @@ def identity_graph(
         a, b, last_seen = a[keep], b[keep], last_seen[keep]
         usable = usable & inside
     return IdentityGraph(
-        nodes=nodes.select(_KEY), kind=kind, types=types, type_limits=type_limits, rank=rank,
+        nodes=nodes.select(_KEY), kind=kind, type_limits=type_limits, rank=rank,
         first_seen=first_seen, usable=usable, a=a, b=b, last_seen=last_seen,
         shared=shared, reaches_outside=nodes[reached].select(_KEY),
     )
@@ -273,11 +272,12 @@ def _kinds(types: pl.Series, codes: pl.Series, ranked: list[str]) -> tuple[np.nd
     if not codes.has_nulls():
         return codes.to_numpy(), list(ranked)
     other = codes.is_null().to_numpy()
-    if types.filter(other).has_nulls():
+    unranked = types.filter(other)
+    if unranked.has_nulls():
         raise ValueError("an identifier or edge end has a value but no identifier_type")
-    names = sorted(types.filter(other).unique().to_list())
+    names = sorted(unranked.unique().to_list())
     kind = codes.fill_null(0).to_numpy().astype(np.int32)
-    kind[other] = types.filter(other).replace_strict(names, range(len(ranked), len(ranked) + len(names))).to_numpy()
+    kind[other] = unranked.replace_strict(names, range(len(ranked), len(ranked) + len(names))).to_numpy()
     return kind, [*ranked, *names]
 
 
@@ -371,8 +371,8 @@ def _within_limits(graph: IdentityGraph, members: np.ndarray, ordered_links: Ite
     """Per member, its root node after uniting along `ordered_links` in turn, except where the union would
     give a person more identifiers of a type than its limit: that link stays only in the edges table."""
     nodes = members.tolist()
-    kinds = graph.kind[members].tolist()
-    limits = graph.type_limits[graph.kind[members]].tolist()
+    kind = graph.kind[members]
+    kinds, limits = kind.tolist(), graph.type_limits[kind].tolist()
     limit = dict(zip(kinds, limits))
     parent = dict(zip(nodes, nodes))
     size = dict.fromkeys(nodes, 1)
