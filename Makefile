@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 # dbt and dagster from the project virtualenv, whatever the caller's PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test dev install manifest clean
+.PHONY: demo test dev install manifest browser clean
 
 install: $(INSTALLED) $(MANIFEST)
 
@@ -27,12 +27,23 @@ $(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
 demo: install
 	$(BIN)/cdp demo
 
-test: install
+# The browser tests' parts: Debian's chromium (installed when missing and we may) and the npm packages
+# (playwright-core, the browser SDKs) pinned in tests/browser/package-lock.json.
+BROWSER_MODULES := tests/browser/node_modules/.installed
+
+browser: $(BROWSER_MODULES)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || echo "chromium is not installed (apt-get install chromium): browser tests will be skipped"
+
+$(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	touch $@
+
+test: install browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:
-	rm -rf $(VENV) dbt/target
+	rm -rf $(VENV) dbt/target tests/browser/node_modules
 	find .dagster -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
