@@ -16,8 +16,12 @@ def data_dir() -> Path:
 
 
 def config_dir() -> Path:
-    """`CDP_CONFIG_DIR` (default `./config`): sources, identity rules, traits, segments."""
-    return Path(os.environ.get("CDP_CONFIG_DIR", "config")).resolve()
+    """`CDP_CONFIG_DIR` (default `./config`, else the project's own `config/` when run from elsewhere, such as
+    dbt from `dbt/`): sources, identity rules, traits, segments."""
+    if "CDP_CONFIG_DIR" in os.environ:
+        return Path(os.environ["CDP_CONFIG_DIR"]).resolve()
+    here = Path("config")
+    return here.resolve() if here.is_dir() else Path(__file__).resolve().parents[1] / "config"
 
 
 def warehouse_path() -> Path:

@@ -91,6 +91,16 @@ class WarehouseResource(ConfigurableResource):
                 con.close()
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal (configuration values such as names and JSON paths; data values are bound)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    """A quoted SQL identifier (configured table and column names)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame) -> int:
     """Atomically replace `schema.table` with a polars/arrow frame; returns its row count."""
     schema = table.split(".")[0]

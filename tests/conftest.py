@@ -74,3 +74,33 @@ def pg_schema():
     finally:
         con.execute(f"DROP SCHEMA {schema} CASCADE")
         con.close()
+
+
+def build_models(data_dir: Path, select: str, sources: dict | None = None) -> None:
+    """Run dbt models (`select`) on the warehouse of `data_dir`, with the shipped configuration's vars, or
+    with `sources` (name -> SourceConfig) in place of config/sources.yaml."""
+    from cdp_assets.dbt.project import run_dbt
+    from cdp_assets.dbt.vars import dbt_vars, source_vars
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(data_dir))
+    try:
+        vars_ = dbt_vars()
+        if sources is not None:
+            vars_["sources"] = source_vars(sources)
+        run_dbt(["run", "--select", select], vars_)
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def parse_views(tmp_path_factory):
+    """A warehouse holding the dbt parse views (staging.parsed_*) over empty raw tables: insert raw rows, read
+    them parsed. Built once per module (a dbt run)."""
+    import duckdb
+
+    data_dir = tmp_path_factory.mktemp("parse")
+    build_models(data_dir, "path:models/staging/parsed")
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
+    yield con
+    con.close()

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
-import duckdb
+from datetime import datetime
+
 import polars as pl
+import pytest
 
 from cdp_assets.config import load_sources
-from cdp_assets.events.assets import latest_per_key, split_accepted, without_tombstones
-from cdp_assets.events.parse import parse_changes
-from cdp_assets.events.rules import load_suite, suite_rules
+from cdp_assets.events.pii import PiiRules
+from cdp_assets.events.validate import new_batch, run_sql, validate_source
 from cdp_assets.sources.readers import csv_records
 
 CRM = load_sources()["crm_customers"]
-ORDER = ["source_lsn", "source_ts_ms", "file", "line_no"]
 
 
 def _row(id_, city, email=None):
@@ -27,49 +27,61 @@ def _change(op, lsn, before=None, after=None, wrap=True):
     return json.dumps({"payload": envelope} if wrap else envelope)
 
 
-def _state(files: dict[str, list[str]]) -> pl.DataFrame:
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA raw")
-    con.execute("CREATE TABLE raw.crm_customers (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
-    for file, lines in files.items():
-        con.executemany("INSERT INTO raw.crm_customers VALUES ('', ?, ?, ?, now())", [(file, n, l) for n, l in enumerate(lines, 1)])
-    frame, _ = without_tombstones(parse_changes(con, CRM))
-    accepted, quarantine = split_accepted(frame, suite_rules(load_suite("crm_customers"), {}, frame.columns, "crm"), "crm_customers")
-    current = latest_per_key(accepted, "id", ORDER)
-    return current.filter(pl.col("op") != "d").sort("id"), quarantine
+@pytest.fixture
+def crm(parse_views):
+    """Validate CRM change files (file -> lines) into a fresh state: (current rows, quarantine rows)."""
+    con = parse_views
+
+    def state(files: dict[str, list[str]], fresh: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+        run_sql(con, "state")
+        if fresh:
+            for table in ("crm_customers", "crm_customers_changes", "crm_customers_removed"):
+                con.execute(f"DROP TABLE IF EXISTS validated.{table}")
+            con.execute("DELETE FROM core.validated_partitions WHERE raw_source = 'crm_customers'")
+            con.execute("DELETE FROM cdp.quarantine WHERE source = 'crm_customers'")
+        con.execute("DELETE FROM raw.crm_customers")
+        for file, lines in files.items():
+            con.executemany("INSERT INTO raw.crm_customers VALUES ('', ?, ?, ?, now())", [(file, n, line) for n, line in enumerate(lines, 1)])
+        validate_source(con, CRM, PiiRules(), {}, new_batch(con, "test", datetime(2026, 1, 1)))
+        current = con.sql("SELECT * FROM validated.crm_customers ORDER BY id").pl()
+        return current, con.sql("SELECT * FROM cdp.quarantine WHERE source = 'crm_customers' ORDER BY line_no").pl()
+
+    return state
 
 
-def test_out_of_order_files_replays_and_deletes_give_one_state():
+def test_out_of_order_files_replays_and_deletes_give_one_state(crm):
     first = [_change("r", 1, after=_row("c1", "Paris")), _change("r", 2, after=_row("c2", "Rome"))]
     second = [_change("u", 5, before=_row("c1", "Paris"), after=_row("c1", "Lyon")), _change("d", 6, before=_row("c2", "Rome"))]
     third = [_change("u", 4, before=_row("c1", "Paris"), after=_row("c1", "Nice"), wrap=False), "{broken"]
-    in_order, quarantine = _state({"001.jsonl": first, "002.jsonl": second, "003.jsonl": third})
-    shuffled, _ = _state({"001.jsonl": third, "002.jsonl": second, "003.jsonl": first, "004.jsonl": first})
-    for state in (in_order, shuffled):
+    in_order, quarantine = crm({"001.jsonl": first, "002.jsonl": second, "003.jsonl": third})
+    shuffled, _ = crm({"001.jsonl": third, "002.jsonl": second, "003.jsonl": first, "004.jsonl": first})
+    # Arriving one file per run, incrementally, ends in the same state.
+    for files in ({"001.jsonl": first}, {"001.jsonl": first, "002.jsonl": second}):
+        crm(files, fresh=len(files) == 1)
+    one_by_one, _ = crm({"001.jsonl": first, "002.jsonl": second, "003.jsonl": third}, fresh=False)
+    for state in (in_order, shuffled, one_by_one):
         assert state.select("id", "city").rows() == [("c1", "Lyon")]
     assert quarantine["reasons"].to_list() == [["malformed_json: the record is not a JSON object"]]
 
 
-def test_tombstones_after_deletes_are_counted_not_quarantined():
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA raw")
-    con.execute("CREATE TABLE raw.crm_customers (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+def test_tombstones_after_deletes_are_counted_not_quarantined(crm, parse_views):
     lines = [_change("c", 1, after=_row("c1", "Oslo")), _change("d", 2, before=_row("c1", "Oslo")),
              '{"schema": null, "payload": null}', "null", _change("c", 3, after=_row("c2", "Bergen"))]
-    con.executemany("INSERT INTO raw.crm_customers VALUES ('', 'f.jsonl', ?, ?, now())", list(enumerate(lines, 1)))
-    changes, tombstones = without_tombstones(parse_changes(con, CRM))
-    assert tombstones == 2 and changes["op"].to_list() == ["c", "d", "c"]
-    state, quarantine = _state({"f.jsonl": lines})
+    state, quarantine = crm({"f.jsonl": lines})
     assert state["id"].to_list() == ["c2"] and quarantine.is_empty()
+    changes = parse_views.sql("SELECT op FROM validated.crm_customers_changes ORDER BY line_no").pl()
+    assert changes["op"].to_list() == ["c", "d", "t", "t", "c"]  # tombstones are kept as accepted, applying nothing
+    counts = parse_views.sql("SELECT records, accepted, quarantined FROM validated.reconciliation WHERE source = 'crm_customers'").fetchall()
+    assert counts == [(5, 5, 0)]
 
 
-def test_added_columns_flow_through(tmp_path):
+def test_added_columns_flow_through(crm):
     row = {**_row("c9", "Oslo"), "loyalty_tier": "gold"}
-    state, _ = _state({"001.jsonl": [_change("c", 1, after=row)]})
+    state, _ = crm({"001.jsonl": [_change("c", 1, after=row)]})
     assert state["city"].to_list() == ["Oslo"]
 
 
-def test_dms_csv_ops_apply_in_file_order(tmp_path):
+def test_dms_csv_ops_apply_in_file_order(crm, tmp_path):
     path = tmp_path / "LOAD0001.csv"
     path.write_text(
         "Op,id,email,phone,first_name,last_name,gender,city,updated_at\n"
@@ -78,5 +90,5 @@ def test_dms_csv_ops_apply_in_file_order(tmp_path):
         "I,c2,c2@example.com,,A,B,,Rome,2026-01-01\n"
         "D,c2,c2@example.com,,A,B,,Rome,2026-01-03\n"
     )
-    state, _ = _state({"LOAD0001.csv": [record for _, record in csv_records(path, ["Op"])]})
+    state, _ = crm({"LOAD0001.csv": [record for _, record in csv_records(path, ["Op"])]})
     assert state.select("id", "city").rows() == [("c1", "Berlin")]

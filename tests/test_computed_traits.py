@@ -28,7 +28,7 @@ COMPUTED = ["person_computed_base", "person_computed_traits"]
 
 
 def _vars(now: datetime | None = None) -> dict:
-    from cdp_assets.dbt.assets import _dbt_vars
+    from cdp_assets.dbt.vars import dbt_vars as _dbt_vars
 
     return {**_dbt_vars(), **({"now": now.isoformat(sep=" ")} if now else {})}
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_assets.identity.rules import IdentifierRule, IdentityRules, load_identity_rules
+from cdp_assets.events.validate import new_batch, run_sql
 from cdp_assets.identity.store import update_persons
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,11 +61,24 @@ class Warehouse:
         ).group_by("identifier_type", "identifier_value").agg(
             first_seen_at=pl.col("seen_at").min(), last_seen_at=pl.col("seen_at").max()
         )
-        self.con.execute("CREATE SCHEMA IF NOT EXISTS cdp; CREATE SCHEMA IF NOT EXISTS core")
+        run_sql(self.con, "state")
+        # The change log the dbt identity models write: every end of an edge that appeared, vanished or changed,
+        # and every identifier whose sightings changed (here exactly those; dbt writes a superset).
+        old = {table: self._rows(table) for table in ("cdp.identity_edges", "core.identifiers")}
         for table, frame in (("cdp.identity_edges", edges), ("core.identifiers", identifiers)):
             self.con.register("_frame", frame)
             self.con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _frame")
             self.con.unregister("_frame")
+        touched = {(t, v) for row in old["cdp.identity_edges"] ^ self._rows("cdp.identity_edges") for t, v in (row[0:2], row[2:4])}
+        touched |= {row[0:2] for row in old["core.identifiers"] ^ self._rows("core.identifiers")}
+        batch = new_batch(self.con, "test", day(100 + self.run))
+        self.con.execute("CREATE TABLE IF NOT EXISTS core.touched_identifiers (identifier_type VARCHAR, identifier_value VARCHAR, _batch_id BIGINT)")
+        if touched:
+            self.con.executemany("INSERT INTO core.touched_identifiers VALUES (?, ?, ?)", [(*key, batch) for key in touched])
+
+    def _rows(self, table: str) -> set[tuple]:
+        exists = self.con.execute(f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = '{table}'").fetchone()[0]
+        return set(self.con.execute(f"SELECT * FROM {table}").fetchall()) if exists else set()
 
     def update(self, full_rebuild: bool = False):
         self.run += 1
@@ -109,22 +123,23 @@ def test_hourly_runs_end_where_full_rebuilds_end(batches, alone, rules):
 
 @FAST
 @given(batches, alone, st.sampled_from([UNLIMITED, LIMITED, RULES]))
-def test_after_every_run_the_snapshots_hold_the_inputs_just_resolved(batches, alone, rules):
-    """An incremental run applies only the diff to core.resolved_edges and core.resolved_identifiers: they
-    must still equal the inputs afterwards, or the next run would miss changes (or see ones never made)."""
+def test_every_run_logs_exactly_the_identifiers_whose_person_changed(batches, alone, rules):
+    """core.id_map_changes is what per-person models downstream recompute from: each run must log every
+    identifier whose person differs from the run before (new, gone, merged, split) and nothing else."""
     warehouse = Warehouse(rules)
     links: list = []
+    before: dict = {}
     for added, removed in batches:
         links = [edge for index, edge in enumerate(links) if index not in removed] + added
         warehouse.load(links, alone)
         warehouse.update()
-        for table, snapshot, columns in (
-            ("cdp.identity_edges", "core.resolved_edges",
-             "left_type, left_value, right_type, right_value, source, first_seen_at, last_seen_at"),
-            ("core.identifiers", "core.resolved_identifiers", "identifier_type, identifier_value, first_seen_at"),
-        ):
-            rows = [warehouse.con.execute(f"SELECT {columns} FROM {t} ORDER BY ALL").fetchall() for t in (table, snapshot)]
-            assert rows[0] == rows[1], table
+        after = {(t, v): p for t, v, p in warehouse.con.execute("SELECT * FROM cdp.id_map").fetchall()}
+        logged = warehouse.con.execute(
+            "SELECT identifier_type, identifier_value, person_before, person_after FROM core.id_map_changes "
+            "WHERE _batch_id = (SELECT max(batch_id) FROM core.batches WHERE stage = 'identity')").fetchall()
+        expected = {(*key, before.get(key), after.get(key)) for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+        assert len(logged) == len(set(logged)) and set(logged) == expected
+        before = after
 
 
 @FAST

@@ -5,31 +5,35 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import duckdb
 import polars as pl
 import pytest
 
-from cdp_assets.config import SourceConfig
-from cdp_assets.events.parse import parse_events, parse_table
-from cdp_assets.events.rules import EXPECTATIONS_DIR, SuiteError, apply_rules, load_suite, suite_rules
+from cdp_assets.events.rules import EXPECTATIONS_DIR, SuiteError, apply_rules, load_suite, suite_rules, typed_property_rules
 
 PARAMS = {"max_event_time": datetime(2030, 1, 1)}
-WEB = SourceConfig(name="web", kind="events", partitions="hourly")
 
 
-def _raw(con, name: str, records: list[str]) -> None:
-    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    con.execute(f"CREATE TABLE raw.{name} (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+def parsed(con, name: str, records: list[str]) -> pl.DataFrame:
+    """`records` as raw rows of source `name`, read back through its dbt parse view."""
+    con.execute(f"DELETE FROM raw.{name}")
     con.executemany(f"INSERT INTO raw.{name} VALUES ('', 'f', ?, ?, TIMESTAMP '2026-01-01')", list(enumerate(records, 1)))
+    view = "parsed_events" if name == "web" else f"parsed_{name}"
+    return con.sql(f"SELECT * FROM staging.{view} WHERE raw_source = '{name}'").pl()
 
 
-def _judge_events(records: list[dict | str]) -> list[list[str]]:
-    con = duckdb.connect()
-    _raw(con, "web", [r if isinstance(r, str) else json.dumps(r) for r in records])
-    suite = load_suite("events")
-    frame = parse_events(con, WEB, suite["meta"]["typed_properties"])
-    judged = apply_rules(frame, suite_rules(suite, PARAMS, frame.columns, "events.json"))
-    return [[reason.split(":")[0] for reason in reasons] for reasons in judged.sort("line_no")["reasons"].to_list()]
+def event_rules(suite: dict, frame: pl.DataFrame):
+    return suite_rules(suite, PARAMS, frame.columns, "events.json") + typed_property_rules(suite, "events.json")
+
+
+@pytest.fixture
+def judge_events(parse_views):
+    def judge(records: list[dict | str]) -> list[list[str]]:
+        frame = parsed(parse_views, "web", [r if isinstance(r, str) else json.dumps(r) for r in records])
+        suite = load_suite("events")
+        judged = apply_rules(frame, event_rules(suite, frame))
+        return [[reason.split(":")[0] for reason in reasons] for reasons in judged.sort("line_no")["reasons"].to_list()]
+
+    return judge
 
 
 GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "product_added",
@@ -56,9 +60,9 @@ GOOD = {"type": "track", "messageId": "m1", "anonymousId": "a", "event": "produc
         ({"messageId": None}, ["missing_message_id"]),
     ],
 )
-def test_event_rules(change, codes):
+def test_event_rules(change, codes, judge_events):
     message = {**GOOD, **change}
-    assert _judge_events([{k: v for k, v in message.items() if v is not None}]) == [codes]
+    assert judge_events([{k: v for k, v in message.items() if v is not None}]) == [codes]
 
 
 def test_the_shipped_suite_is_in_sync_with_the_tracking_plan():
@@ -69,36 +73,28 @@ def test_the_shipped_suite_is_in_sync_with_the_tracking_plan():
     assert sync_events_suite(plan, load_suite("events")) == load_suite("events"), "run `cdp tracking-plan sync`"
 
 
-def test_a_strict_plan_quarantines_unknown_track_events(tmp_path):
+def test_a_strict_plan_quarantines_unknown_track_events(parse_views):
     from cdp_assets.events.tracking_plan import TrackingPlan, sync_events_suite
 
     suite = sync_events_suite(TrackingPlan(True, {"product_added": {}}), load_suite("events"))
     assert sync_events_suite(TrackingPlan(False, {}), suite)["expectations"] == load_suite("events")["expectations"]
-    con = duckdb.connect()
     page = {**GOOD, "type": "page", "event": None, "name": "home"}
-    _raw(con, "web", [json.dumps(GOOD), json.dumps({**GOOD, "event": "dance"}), json.dumps(page)])
-    frame = parse_events(con, WEB, suite["meta"]["typed_properties"])
-    judged = apply_rules(frame, suite_rules(suite, PARAMS, frame.columns, "events.json")).sort("line_no")
+    frame = parsed(parse_views, "web", [json.dumps(GOOD), json.dumps({**GOOD, "event": "dance"}), json.dumps(page)])
+    judged = apply_rules(frame, event_rules(suite, frame)).sort("line_no")
     assert [[r.split(":")[0] for r in reasons] for reasons in judged["reasons"]] == [[], ["unknown_event"], []]
 
 
-def test_malformed_line_has_only_its_parse_error():
-    assert _judge_events(["{not json", '"a json string"']) == [["malformed_json"], ["malformed_json"]]
+def test_malformed_line_has_only_its_parse_error(judge_events):
+    assert judge_events(["{not json", '"a json string"']) == [["malformed_json"], ["malformed_json"]]
 
 
-def test_table_source_types_and_rules():
-    source = SourceConfig(
-        name="pos", kind="csv", partitions="daily", primary_key="receipt_id",
-        columns={"receipt_id": "string", "phone": "string", "amount": "number", "store_id": "string", "purchased_at": "timestamp"},
-    )
-    con = duckdb.connect()
+def test_table_source_types_and_rules(parse_views):
     rows = [
         {"receipt_id": "r1", "phone": "4155550101", "amount": "12.50", "store_id": "s", "purchased_at": "2026-01-01 10:00:00"},
         {"receipt_id": "r2", "phone": "4155550101", "amount": "abc", "store_id": "s", "purchased_at": "2026-01-01 10:00:00"},
         {"receipt_id": "r3", "phone": "", "amount": "1", "store_id": "s", "purchased_at": "soon"},
     ]
-    _raw(con, "pos", [json.dumps(r) for r in rows])
-    frame = parse_table(con, source)
+    frame = parsed(parse_views, "pos", [json.dumps(r) for r in rows])
     judged = apply_rules(frame, suite_rules(load_suite("pos"), PARAMS, frame.columns, "pos.json")).sort("line_no")
     assert judged["amount"].to_list()[0] == 12.5
     codes = [[r.split(":")[0] for r in reasons] for reasons in judged["reasons"].to_list()]

@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from cdp_assets.activation.config import Destination
-from cdp_assets.events.parse import quote_ident, quote_literal
+from cdp_resources.warehouse import quote_ident, quote_literal
 from cdp_resources.destinations import HttpDelivery, PostResult
 from cdp_resources.warehouse import file_lock, table_exists
 

@@ -9,10 +9,8 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Config, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from cdp_assets.config import load_sources
 from cdp_assets.dbt.project import dbt_project
-from cdp_assets.profiles.computed import load_computed_traits
-from cdp_assets.profiles.traits import load_trait_rules, profile_traits
+from cdp_assets.dbt.vars import dbt_vars
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir, data_dir
 
@@ -55,19 +53,14 @@ def cdp_dbt_models(
 
     Row counts are added once dbt has finished: while it runs, its process holds the DuckDB file.
     """
-    os.environ["CDP_DATA_DIR"] = str(data_dir())  # dbt's profile reads the same, absolute, data dir
-    args = ["build", "--vars", json.dumps(_dbt_vars())] + (["--full-refresh"] if config.full_refresh else [])
+    # dbt (its profile, the Python models) reads the same, absolute, data and config directories.
+    os.environ.update(CDP_DATA_DIR=str(data_dir()), CDP_CONFIG_DIR=str(config_dir()))
+    args = ["build", "--vars", json.dumps(dbt_vars())] + (["--full-refresh"] if config.full_refresh else [])
     with warehouse.lock():
         events = list(dbt.cli(args, context=context).stream())
         with warehouse.connect() as con:
             for event in events:
                 yield _with_row_count(context, con, event)
-
-
-def _dbt_vars() -> dict:
-    """What dbt models read from the platform's configuration: the profile's trait columns, computed traits."""
-    path = config_dir() / "traits.yaml"
-    return {"profile_traits": profile_traits(load_trait_rules(path), load_sources()), **load_computed_traits(path)}
 
 
 def _with_row_count(context: AssetExecutionContext, con, event):

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from cdp_assets.config import ConfigError, read_config
-from cdp_assets.events.parse import quote_ident, quote_literal
+from cdp_resources.warehouse import quote_ident, quote_literal
 
 ACTIONS = ("keep", "hash", "drop")
 EVENT_COLUMNS = ("properties", "traits", "context")

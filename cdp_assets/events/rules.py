@@ -61,6 +61,41 @@ def suite_rules(suite: dict, parameters: dict, columns: list[str], where: str) -
     return rules
 
 
+def typed_property_rules(suite: dict, where: str) -> list[Rule]:
+    """The tracking plan's part of the events suite (`meta.typed_properties`): per event, a property present
+    but not of its type is `wrong_type`, a required one missing is `missing_property`."""
+    rules = []
+    for index, spec in enumerate(suite.get("meta", {}).get("typed_properties", [])):
+        event, name, kind = spec.get("event"), spec.get("property"), spec.get("type")
+        if kind not in _PROPERTY_TYPES or not isinstance(event, str) or not isinstance(name, str):
+            raise SuiteError(f"{where}: meta.typed_properties[{index}]: expected event, property and a type in {sorted(_PROPERTY_TYPES)}")
+        text = pl.col("properties").str.json_path_match("$['" + name.replace("\\", "\\\\").replace("'", "\\'") + "']")
+        present = text.str.strip_chars().fill_null("") != ""
+        of_event = (pl.col("event_name") == event).fill_null(False)
+        wrong = of_event & present & _PROPERTY_TYPES[kind](text.str.strip_chars()).not_()
+        rules.append(Rule("wrong_type", "properties", wrong, pl.format(f"{name} {{}} is not a {kind}", text)))
+        if spec.get("required"):
+            rules.append(Rule("missing_property", "properties", of_event & text.is_null(),
+                              pl.lit(f"{event} requires properties.{name}")))
+    return rules
+
+
+def _is_timestamp(text: pl.Expr) -> pl.Expr:
+    formats = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+    parsed = [text.str.strptime(pl.Datetime("us", "UTC") if "z" in f.lower() else pl.Datetime("us"), f, strict=False).is_not_null() for f in formats]
+    return pl.any_horizontal(parsed)
+
+
+# A property value (its JSON text) that reads as the type; strings always do.
+_PROPERTY_TYPES = {
+    "string": lambda text: pl.lit(True),
+    "number": lambda text: text.cast(pl.Float64, strict=False).is_finite().fill_null(False),
+    "boolean": lambda text: text.str.to_lowercase().is_in(["true", "false", "t", "f", "1", "0"]),
+    "timestamp": _is_timestamp,
+    "list": lambda text: text.str.starts_with("["),
+}
+
+
 def _parameter(value, parameters: dict, at: str):
     if isinstance(value, dict) and "$PARAMETER" in value:
         name = value["$PARAMETER"]

@@ -1,8 +1,9 @@
 from dagster import Definitions
 
-from cdp_assets.identity.assets import id_map_asset, identity_edges_asset, relationships_asset
+from cdp_assets.identity.assets import id_map_asset
 from cdp_assets.identity.checks import one_person_per_identifier
 
 
 def definitions() -> Definitions:
-    return Definitions(assets=[identity_edges_asset, id_map_asset, relationships_asset], asset_checks=[one_person_per_identifier])
+    # Sightings, edges and identifiers are dbt models (dbt/models/identity); resolving persons is Python.
+    return Definitions(assets=[id_map_asset], asset_checks=[one_person_per_identifier])

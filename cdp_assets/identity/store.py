@@ -1,17 +1,19 @@
 """Persons in the warehouse: a full rebuild, or an incremental update that re-resolves only what changed.
 
 Who is who depends only on the current edges, identifiers and rules (`resolve`), and a person never
-crosses a component (the identifiers the kept links connect). So an update can find the identifiers whose
-edges or first sighting changed since the last resolution, take the components they belong to (the scope),
-resolve the scope exactly as a full rebuild would, and replace only its rows: the result is the full
-rebuild's, ids and merge log included (property-tested in tests/test_identity_incremental.py).
+crosses a component (the identifiers the kept links connect). So an update takes the identifiers touched
+since the last resolution (core.touched_identifiers, the change log the dbt identity models write: every
+identifier on a record that changed or was removed), widens them to their components and the persons they
+touch (the scope), resolves the scope exactly as a full rebuild would, and replaces only its rows: the
+result is the full rebuild's, ids and merge log included (property-tested in tests/test_identity_incremental.py).
+It never reads the whole edge list.
 
 Beside the public tables (cdp.id_map, cdp.identity_merges, core.persons) it keeps, in schema core:
-- core.resolved_edges, core.resolved_identifiers: the edges and identifiers the last resolution read,
-  to find what changed (a full run copies them; an incremental run applies only the rows that changed);
 - core.identity_components: each resolved identifier's component;
 - core.identity_resolution: the rules' fingerprint, when and how the last resolution ran, and the row
-  counts of the tables above as it left them.
+  counts of its own tables as it left them;
+- core.id_map_changes: each identifier whose person changed (new, gone, merged, split), with the batch of
+  the resolution, which per-person models downstream read (dbt core.affected_persons).
 A full rebuild runs when these are missing, when the rules changed, when those counts changed (an erasure
 deleted rows), or when asked to.
 """
@@ -44,18 +46,14 @@ _EDGES = {"left_type": pl.String, "left_value": pl.String, "right_type": pl.Stri
           "source": pl.String, "first_seen_at": pl.Datetime("us"), "last_seen_at": pl.Datetime("us")}
 _IDENTIFIERS = {"identifier_type": pl.String, "identifier_value": pl.String, "first_seen_at": pl.Datetime("us")}
 EDGE_COLUMNS = ", ".join(_EDGES)
-_EDGE_KEY = ["left_type", "left_value", "right_type", "right_value"]
-_KEY = ["identifier_type", "identifier_value"]
-IDENTIFIER_COLUMNS = ", ".join(_IDENTIFIERS)
-# The inputs a resolution reads, each with the snapshot it is kept in, its columns, the key compared with =,
-# and the temp table an incremental run puts its diff in.
-_SNAPSHOTS = (("cdp.identity_edges", "core.resolved_edges", _EDGES, _EDGE_KEY, "_edge_diff"),
-              ("core.identifiers", "core.resolved_identifiers", _IDENTIFIERS, _KEY, "_identifier_diff"))
-_STATE = ["core.identity_resolution", "core.identity_components", "core.resolved_edges",
-          "core.resolved_identifiers", "cdp.id_map", "core.persons", "cdp.identity_edges", "core.identifiers"]
+_STATE = ["core.identity_resolution", "core.identity_components", "cdp.id_map", "core.persons",
+          "cdp.identity_edges", "core.identifiers", "core.touched_identifiers"]
 # Tables only this module writes: their row counts, recorded after each resolution, tell whether anyone
 # else (an erasure) has changed them since.
-_OWN = ["cdp.id_map", "core.persons", "core.identity_components", "core.resolved_edges", "core.resolved_identifiers"]
+_OWN = ["cdp.id_map", "core.persons", "core.identity_components"]
+CONSUMER = "resolve_persons"  # its watermark over core.touched_identifiers
+_KEY = ["identifier_type", "identifier_value"]
+_ID_MAP = {"identifier_type": pl.String, "identifier_value": pl.String, "person_id": pl.String}
 _SAME = "{a}.identifier_type = {b}.identifier_type AND {a}.identifier_value = {b}.identifier_value"
 
 
@@ -66,6 +64,7 @@ class PersonsUpdate:
     edges: int  # edges read
     persons: int  # persons afterwards
     merges: pl.DataFrame  # the rows appended to cdp.identity_merges
+    changed: int = 0  # identifiers whose person changed (rows added to core.id_map_changes)
 
 
 def update_persons(
@@ -103,15 +102,16 @@ def _full(con: duckdb.DuckDBPyConnection, rules: IdentityRules, now: datetime) -
             persons=con.sql("SELECT person_id, created_at FROM core.persons").pl(),
         )
     resolution = resolve_persons(identifiers, edges, rules, previous=previous, now=now)
+    before = previous.id_map if previous is not None else pl.DataFrame(schema=_ID_MAP)
     con.execute("BEGIN")
+    changed = _log_changes(con, before, resolution.id_map, now)
     replace_table(con, "cdp.id_map", resolution.id_map)
     persons = replace_table(con, "core.persons", resolution.persons)
     _append_merges(con, resolution.merges)
     replace_table(con, "core.identity_components", resolution.components)
-    _snapshot(con)
     _record(con, rules, now, "full", identifiers.height, edges.height)
     con.execute("COMMIT")
-    return PersonsUpdate("full", resolution.id_map.height, edges.height, persons, resolution.merges)
+    return PersonsUpdate("full", resolution.id_map.height, edges.height, persons, resolution.merges, changed)
 
 
 def _inputs(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -125,21 +125,18 @@ def _inputs(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]
 
 
 def _incremental(con: duckdb.DuckDBPyConnection, rules: IdentityRules, now: datetime) -> PersonsUpdate:
-    # What changed since the last resolution: rows of either side the other does not have (one hash join
-    # each, cheaper than two EXCEPTs), kept to apply to the snapshots, and the identifiers they name.
-    for table, snapshot, schema, key, diff in _SNAPSHOTS:
-        _diff(con, table, snapshot, schema, key, diff)
+    # What changed since the last resolution: the identifiers the change log says were touched (an
+    # identifier merely touched, not changed, is re-resolved to the same result: harmless).
     con.execute("""CREATE OR REPLACE TEMP TABLE _touched AS
-        SELECT DISTINCT identifier_type, identifier_value FROM (
-            SELECT left_type AS identifier_type, left_value AS identifier_value FROM _edge_diff
-            UNION ALL SELECT right_type, right_value FROM _edge_diff
-            UNION ALL SELECT identifier_type, identifier_value FROM _identifier_diff
-        ) WHERE identifier_value IS NOT NULL""")
+        SELECT DISTINCT identifier_type, identifier_value FROM core.touched_identifiers
+        WHERE _batch_id > (SELECT coalesce(max(batch_id), -1) FROM core.watermarks WHERE consumer = $consumer)""",
+                {"consumer": CONSUMER})
     con.execute("CREATE OR REPLACE TEMP TABLE _scope (identifier_type VARCHAR, identifier_value VARCHAR)")
     _grow_scope(con, "_touched")
     if not con.execute("SELECT count(*) FROM _scope").fetchone()[0]:
         con.execute("BEGIN")
-        _apply_diff(con)  # (rows naming no identifier, if any)
+        nothing = pl.DataFrame(schema=_ID_MAP)
+        _log_changes(con, nothing, nothing, now)
         _record(con, rules, now, "incremental", 0, 0)
         con.execute("COMMIT")
         persons = con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
@@ -166,10 +163,11 @@ def _incremental(con: duckdb.DuckDBPyConnection, rules: IdentityRules, now: date
     )
     resolution = resolve_graph(graph, previous, now)
     _replace_scope(con, resolution, previous)
+    changed = _log_changes(con, previous.id_map, resolution.id_map, now)
     _record(con, rules, now, "incremental", identifiers.height, edges.height)
     con.execute("COMMIT")
     persons = con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
-    return PersonsUpdate("incremental", resolution.id_map.height, edges.height, persons, resolution.merges)
+    return PersonsUpdate("incremental", resolution.id_map.height, edges.height, persons, resolution.merges, changed)
 
 
 def _grow_scope(con: duckdb.DuckDBPyConnection, keys: str) -> None:
@@ -232,38 +230,26 @@ def _replace_scope(con: duckdb.DuckDBPyConnection, resolution: Resolution, previ
         con.execute("INSERT INTO core.identity_components (identifier_type, identifier_value, component) "
                     "SELECT identifier_type, identifier_value, component FROM _components")
     _append_merges(con, resolution.merges)
-    _apply_diff(con)
 
 
-def _diff(con: duckdb.DuckDBPyConnection, table: str, snapshot: str, schema: dict, key: list[str], name: str) -> None:
-    """Temp table `name`: the rows of `table` its `snapshot` lacks (added) and those of the snapshot the
-    table lacks (not added), compared on every column (`key` with =, the others null-safe)."""
-    columns = ", ".join(schema)
-    same = " AND ".join([f"t.{c} = s.{c}" for c in key] + [f"t.{c} IS NOT DISTINCT FROM s.{c}" for c in schema if c not in key])
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {name} AS
-        SELECT {", ".join(f"coalesce(t.{c}, s.{c}) AS {c}" for c in schema)}, t._row IS NOT NULL AS added
-        FROM (SELECT {columns}, true AS _row FROM {table}) t
-        FULL OUTER JOIN (SELECT {columns}, true AS _row FROM {snapshot}) s ON {same}
-        WHERE t._row IS NULL OR s._row IS NULL""")
+def _log_changes(con: duckdb.DuckDBPyConnection, before: pl.DataFrame, after: pl.DataFrame, now: datetime) -> int:
+    """Append to core.id_map_changes every identifier whose person differs between `before` and `after`
+    (id maps of the same identifiers: the scope, or everything), under a new batch; returns how many."""
+    from cdp_assets.events.validate import new_batch
 
-
-def _apply_diff(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring the snapshots up to the inputs just resolved by applying the diff `_incremental` found: delete
-    the rows gone, insert the new ones (work in the size of the change, not of the graph)."""
-    for _, snapshot, schema, _, diff in _SNAPSHOTS:
-        columns = ", ".join(schema)
-        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM d.{c}" for c in schema)
-        con.execute(f"DELETE FROM {snapshot} s USING {diff} d WHERE NOT d.added AND {same}")
-        con.execute(f"INSERT INTO {snapshot} ({columns}) SELECT {columns} FROM {diff} WHERE added")
-
-
-def _snapshot(con: duckdb.DuckDBPyConnection) -> None:
-    """Keep the inputs just resolved, whole (a full run): the next update diffs against them."""
-    for table, snapshot, schema, _, _ in _SNAPSHOTS:
-        if table_exists(con, table):
-            con.execute(f"CREATE OR REPLACE TABLE {snapshot} AS SELECT {', '.join(schema)} FROM {table}")
-        else:
-            replace_table(con, snapshot, pl.DataFrame(schema=schema))
+    changes = (
+        before.select(*_KEY, pl.col("person_id").alias("person_before"))
+        .join(after.select(*_KEY, pl.col("person_id").alias("person_after")), on=_KEY, how="full", coalesce=True)
+        .filter(pl.col("person_before").ne_missing(pl.col("person_after")))
+    )
+    batch = new_batch(con, "identity", now)
+    if changes.height:
+        with _registered(con, _changes=changes):
+            con.execute("INSERT INTO core.id_map_changes BY NAME SELECT *, $batch::BIGINT AS _batch_id FROM _changes",
+                        {"batch": batch})
+    # Everything touched up to now has been read (the caller commits both together).
+    con.execute("INSERT OR REPLACE INTO core.watermarks VALUES ($consumer, $batch)", {"consumer": CONSUMER, "batch": batch})
+    return changes.height
 
 
 def _append_merges(con: duckdb.DuckDBPyConnection, merges: pl.DataFrame) -> None:

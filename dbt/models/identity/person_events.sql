@@ -1,11 +1,12 @@
--- Each event with its person: the person of its userId, else of its anonymousId.
-with resolved as (
-    select
-        coalesce({{ person_of('user_id', 'e.user_id') }}, {{ person_of('anonymous_id', 'e.anonymous_id') }}) as person_id,
-        e.*
-    from {{ ref('stg_events') }} as e
-)
+{#- Each event with its person: the person of its userId, else of its anonymousId. A view: a merge or split
+    of persons moves their events at once, and a query for some persons reads only their events. -#}
+{{ config(materialized='view') }}
 
-select person_id, event_id, event_type, event_name, occurred_at, received_at, source, properties, traits, context
-from resolved
-where person_id is not null
+select
+    coalesce(u.person_id, a.person_id) as person_id,
+    e.event_id, e.event_type, e.event_name, e.occurred_at, e.received_at, e.source, e.properties, e.traits, e.context,
+    e.group_id
+from {{ source('cdp', 'events') }} as e
+left join {{ ref('identifier_persons') }} as u on u.identifier_type = 'user_id' and u.raw_value = e.user_id
+left join {{ ref('identifier_persons') }} as a on a.identifier_type = 'anonymous_id' and a.raw_value = e.anonymous_id
+where coalesce(u.person_id, a.person_id) is not null

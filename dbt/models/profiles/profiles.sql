@@ -13,7 +13,7 @@ identifiers as (
         min(m.identifier_value) filter (where m.identifier_type = 'email') as any_email,
         min(m.identifier_value) filter (where m.identifier_type = 'phone') as any_phone
     from {{ source('cdp', 'id_map') }} as m
-    join {{ source('core', 'identifiers') }} as i using (identifier_type, identifier_value)
+    join {{ ref('identifiers') }} as i using (identifier_type, identifier_value)
     group by m.person_id
 ),
 

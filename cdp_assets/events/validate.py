@@ -1,0 +1,295 @@
+"""Incremental validation: judge only the raw partitions that changed, and merge their verdicts.
+
+A raw partition (an hour of landed events, a day of CSV imports, a whole unpartitioned source) is judged
+again, whole, when its row count or newest load differs from what validation last read of it, when it
+vanished, or when the rules that judge it changed (a fingerprint of the suite, the PII rules, the source's
+declaration and the parse SQL). Its records are read through the dbt parse views (`staging.parsed_*`), in
+chunks of partitions so memory stays bounded, judged by the suite's rules (cdp_assets/events/rules.py) and
+merged (sql/merge_*.sql): each record ends in exactly one place, and rows whose content did not change keep
+their batch, so downstream models only see what really changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from cdp_assets.config import SourceConfig
+from cdp_assets.events.pii import PiiRules, protect_columns, protect_events
+from cdp_assets.events.rules import apply_rules, load_suite, suite_rules, typed_property_rules
+from cdp_resources.warehouse import table_exists
+
+SQL = Path(__file__).resolve().parent / "sql"
+PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql")]
+CHUNK_ROWS = 200_000  # raw records judged at once: bounds memory whatever the backlog
+EVENT_COLUMNS = [
+    "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
+    "occurred_at", "received_at", "original_timestamp", "sent_at", "source", "properties", "traits", "context",
+]
+POSITION = ["raw_source", "partition_key", "file", "line_no"]
+QUARANTINE_SCHEMA = {
+    "source": pl.String, "record": pl.String, "reasons": pl.List(pl.String),
+    "received_at": pl.Datetime("us"), "file": pl.String, "line_no": pl.Int64, "partition_key": pl.String,
+}
+
+
+@cache
+def sql_statements(name: str) -> list[str]:
+    """The statements of sql/<name>.sql (`;`-separated, comments kept out)."""
+    text = "\n".join(line for line in (SQL / f"{name}.sql").read_text().splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None, **names: str) -> None:
+    for statement in sql_statements(name):
+        statement = statement.format(**names) if names else statement
+        used = {k: v for k, v in (params or {}).items() if f"${k}" in statement}
+        con.execute(statement, used or None)
+
+
+def parsed_view(source: SourceConfig) -> str:
+    return "staging.parsed_events" if source.kind == "events" else f'staging."parsed_{source.name}"'
+
+
+def changes_table(source: SourceConfig) -> str:
+    return f'validated."{source.name}_changes"'
+
+
+@dataclass
+class SourceResult:
+    """What one run judged of one source."""
+
+    partitions: list[str] = field(default_factory=list)
+    records: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    tombstones: int = 0
+    sample: pl.DataFrame | None = None  # the first chunk's parsed records, for Great Expectations' suite result
+    quarantine_sample: pl.DataFrame | None = None
+
+
+def fingerprint(source: SourceConfig, suite: dict, pii: PiiRules) -> str:
+    """What judging a record of `source` depends on besides the record itself."""
+    document = {
+        "source": repr(source),
+        "suite": suite,
+        "pii": [pii.events if source.kind == "events" else pii.sources.get(source.name, {}), pii.salt_env],
+        "parse": [p.read_text() for p in PARSE_MACROS],
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def changed_partitions(con: duckdb.DuckDBPyConnection, source: SourceConfig, print_: str) -> pl.DataFrame:
+    """(partition_key, raw_rows) of every partition to judge again: changed, vanished or judged under other rules."""
+    raw = f'raw."{source.name}"'
+    current = (
+        f"SELECT partition_key, count(*) AS raw_rows, max(loaded_at) AS loaded_max FROM {raw} GROUP BY 1"
+        if table_exists(con, raw.replace('"', "")) else
+        "SELECT NULL::VARCHAR AS partition_key, 0::BIGINT AS raw_rows, NULL::TIMESTAMP AS loaded_max WHERE false"
+    )
+    return con.execute(
+        f"""SELECT coalesce(c.partition_key, v.partition_key) AS partition_key, coalesce(c.raw_rows, 0) AS raw_rows
+            FROM ({current}) c
+            FULL OUTER JOIN (SELECT * FROM core.validated_partitions WHERE raw_source = $source) v USING (partition_key)
+            WHERE v.partition_key IS NULL OR c.partition_key IS NULL OR c.raw_rows <> v.raw_rows
+               OR c.loaded_max IS DISTINCT FROM v.loaded_max OR v.fingerprint <> $fingerprint
+            ORDER BY 1""",
+        {"source": source.name, "fingerprint": print_},
+    ).pl()
+
+
+def chunks(partitions: pl.DataFrame, limit: int = CHUNK_ROWS) -> Iterator[list[str]]:
+    """Partition keys in groups of at most `limit` raw rows (a bigger partition is a chunk of its own)."""
+    chunk, rows = [], 0
+    for key, count in partitions.iter_rows():
+        if chunk and rows + count > limit:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(key)
+        rows += count
+    if chunk:
+        yield chunk
+
+
+def without_tombstones(changes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Debezium tombstones (a `null` line or a null payload) carry nothing to apply: the delete before them
+    already ended the row. They are kept apart, not judged, so they never reach the quarantine."""
+    tombstone = (pl.col("op") == "t").fill_null(False) | (pl.col("record").str.strip_chars() == "null")
+    return changes.filter(~tombstone), changes.filter(tombstone).with_columns(op=pl.lit("t"))
+
+
+def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(accepted rows, quarantine rows) of a parsed frame judged by `rules`."""
+    judged = apply_rules(frame, rules)
+    rejected = judged.filter(pl.col("reasons").list.len() > 0)
+    quarantine = rejected.select(
+        pl.lit(source).alias("source"), "record", "reasons", "received_at", "file", "line_no", "partition_key"
+    ).cast(QUARANTINE_SCHEMA)
+    return judged.filter(pl.col("reasons").list.len() == 0), quarantine
+
+
+def validate_source(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig, pii: PiiRules, parameters: dict, batch: int,
+    log=lambda message: None,
+) -> SourceResult:
+    """Judge the changed partitions of one source and merge the verdicts; returns what was judged."""
+    suite = load_suite("events" if source.kind == "events" else source.name)
+    print_ = fingerprint(source, suite, pii)
+    _ensure_tables(con, source)
+    todo = changed_partitions(con, source, print_)
+    result = SourceResult(partitions=todo["partition_key"].to_list())
+    where = f"expectations/{suite['name']}.json"
+    for number, keys in enumerate(chunks(todo), start=1):
+        frame = con.execute(
+            f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
+            {"source": source.name, "keys": keys},
+        ).pl()
+        tombstones = frame.clear()
+        if source.kind == "cdc":
+            frame, tombstones = without_tombstones(frame)
+        rules = suite_rules(suite, parameters, frame.columns, where)
+        if source.kind == "events":
+            rules += typed_property_rules(suite, where)
+        accepted, quarantine = split_accepted(frame, rules, source.name)
+        if result.sample is None and len(frame):
+            result.sample = frame
+            result.quarantine_sample = quarantine.head(10)
+        con.execute("BEGIN")
+        _replace(con, "cdp.quarantine", quarantine, "source", source.name, keys)
+        if source.kind == "events":
+            _merge_events(con, protect_events(accepted, pii), source, keys, batch)
+        else:
+            _merge_table(con, protect_columns(accepted, source.name, pii), tombstones, source, keys, batch)
+        _replace(con, "validated.reconciliation", _counts(frame, tombstones, quarantine, source, keys), "source", source.name, keys)
+        _remember(con, source, keys, print_)
+        con.execute("COMMIT")
+        result.records += len(frame) + len(tombstones)
+        result.accepted += len(accepted) + len(tombstones)
+        result.quarantined += len(quarantine)
+        result.tombstones += len(tombstones)
+        log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
+            f"{result.quarantined} quarantined")
+    return result
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
+    """The validated tables of `source`, shaped after its parse view (typed as configured)."""
+    run_sql(con, "state")
+    view = parsed_view(source)
+    if source.kind == "events":
+        columns = ", ".join([*EVENT_COLUMNS, *POSITION])
+        for table, extra in (("cdp.events", ""), ("core.event_duplicates", ""), ("core.events_removed", ", 0::BIGINT AS _removed_batch_id")):
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {columns}, 0::UBIGINT AS row_hash, "
+                        f"0::BIGINT AS _batch_id{extra} FROM {view} WHERE false")
+        return
+    declared = ", ".join(f'"{c}"' for c in source.columns)
+    cdc = ", op, source_lsn, source_ts_ms" if source.kind == "cdc" else ""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {changes_table(source)} AS SELECT {declared}, received_at{cdc}, "
+                f"partition_key, file, line_no, 0::UBIGINT AS row_hash, 0::BIGINT AS _batch_id FROM {view} WHERE false")
+    for table, extra in ((f'validated."{source.name}"', ""), (f'validated."{source.name}_removed"', ", 0::BIGINT AS _removed_batch_id")):
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {declared}, received_at, 0::UBIGINT AS row_hash, "
+                    f"0::BIGINT AS _batch_id{extra} FROM {view} WHERE false")
+
+
+def _replace(con, table: str, frame: pl.DataFrame, column: str, source: str, keys: list[str]) -> None:
+    con.execute(f"DELETE FROM {table} WHERE {column} = $source AND partition_key IN (SELECT unnest($keys))",
+                {"source": source, "keys": keys})
+    if len(frame):
+        con.register("_rows", frame)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+        con.unregister("_rows")
+
+
+def _merge_events(con, accepted: pl.DataFrame, source: SourceConfig, keys: list[str], batch: int) -> None:
+    rows = accepted.select(*EVENT_COLUMNS, *POSITION)
+    con.register("_frame", rows)
+    hashed = ", ".join(c for c in EVENT_COLUMNS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _accepted AS SELECT *, hash({hashed}) AS row_hash FROM _frame")
+    con.unregister("_frame")
+    run_sql(con, "merge_events", {"source": source.name, "partitions": keys, "batch": batch})
+    con.execute("DROP TABLE _accepted")
+
+
+def _merge_table(con, accepted: pl.DataFrame, tombstones: pl.DataFrame, source: SourceConfig, keys: list[str], batch: int) -> None:
+    declared = list(source.columns)
+    cdc = ["op", "source_lsn", "source_ts_ms"] if source.kind == "cdc" else []
+    rows = pl.concat([accepted.select(*declared, "received_at", *cdc, "partition_key", "file", "line_no"),
+                      tombstones.select(*declared, "received_at", *cdc, "partition_key", "file", "line_no")])
+    con.register("_frame", rows)
+    quoted = [f'"{c}"' for c in declared]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _accepted AS SELECT *, hash({', '.join(quoted)}) AS row_hash FROM _frame")
+    con.unregister("_frame")
+    key = f'"{source.primary_key}"'
+    if source.kind == "cdc":
+        order = "source_lsn DESC NULLS LAST, source_ts_ms DESC NULLS LAST, file DESC, line_no DESC"
+        live, ended, ended_insert = "op IN ('c', 'u', 'r', 'd')", "AND l.op <> 'd'", "AND l.op <> 'd'"
+    else:
+        # A row's versions are ordered by its own time column where it has one (a CRM row's updated_at).
+        own = f'"{source.time_column}" DESC NULLS LAST, ' if source.time_column in source.columns else ""
+        order = f"{own}received_at DESC NULLS LAST, partition_key DESC, file DESC, line_no DESC"
+        live, ended, ended_insert = "true", "", ""
+    run_sql(
+        con, "merge_table", {"partitions": keys, "batch": batch},
+        key=key, order=order, live=live, ended=ended, ended_insert=ended_insert,
+        changes=changes_table(source), current=f'validated."{source.name}"', removed=f'validated."{source.name}_removed"',
+        columns=", ".join([*(f"l.{c}" for c in quoted), "l.received_at", "l.row_hash"]),
+    )
+    con.execute("DROP TABLE _accepted")
+
+
+def _counts(frame: pl.DataFrame, tombstones: pl.DataFrame, quarantine: pl.DataFrame, source: SourceConfig, keys: list[str]) -> pl.DataFrame:
+    """Per judged partition: records read, accepted (tombstones count as accepted), quarantined."""
+    read = pl.concat([frame.select("partition_key"), tombstones.select("partition_key")]).group_by("partition_key").len("records")
+    rejected = quarantine.group_by("partition_key").len("quarantined")
+    return (
+        pl.DataFrame({"partition_key": keys}, schema={"partition_key": pl.String})
+        .join(read, on="partition_key", how="left").join(rejected, on="partition_key", how="left")
+        .select(
+            pl.lit(source.name).alias("source"), "partition_key",
+            pl.col("records").fill_null(0).cast(pl.Int64),
+            (pl.col("records").fill_null(0) - pl.col("quarantined").fill_null(0)).cast(pl.Int64).alias("accepted"),
+            pl.col("quarantined").fill_null(0).cast(pl.Int64),
+            pl.lit(source.kind).alias("kind"),
+        )
+        .filter(pl.col("records") > 0)
+    )
+
+
+def _remember(con, source: SourceConfig, keys: list[str], print_: str) -> None:
+    params = {"source": source.name, "keys": keys, "fingerprint": print_}
+    con.execute("DELETE FROM core.validated_partitions WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
+                {"source": source.name, "keys": keys})
+    if table_exists(con, f"raw.{source.name}"):
+        con.execute(
+            f"""INSERT INTO core.validated_partitions
+                SELECT $source, partition_key, count(*), max(loaded_at), $fingerprint FROM raw."{source.name}"
+                WHERE partition_key IN (SELECT unnest($keys)) GROUP BY partition_key""",
+            params,
+        )
+
+
+def ensure_parse_views(warehouse, sources) -> None:
+    """Build the dbt parse views when one is missing (a warehouse where dbt never ran, a source just added):
+    validation reads through them. The caller holds the warehouse lock (dbt opens the file itself)."""
+    with warehouse.connect() as con:
+        missing = [s for s in sources if not table_exists(con, parsed_view(s).replace('"', ""))]
+    if missing:
+        from cdp_assets.dbt.project import run_dbt
+        from cdp_assets.dbt.vars import dbt_vars
+
+        run_dbt(["run", "--select", "path:models/staging/parsed"], dbt_vars())
+
+
+def new_batch(con: duckdb.DuckDBPyConnection, stage: str, now: datetime) -> int:
+    run_sql(con, "state")
+    batch = con.execute("SELECT coalesce(max(batch_id), 0) + 1 FROM core.batches").fetchone()[0]
+    con.execute("INSERT INTO core.batches VALUES (?, ?, ?)", [batch, stage, now])
+    return batch

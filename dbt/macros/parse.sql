@@ -1,0 +1,205 @@
+{#- Parsing raw records into typed columns (the staging.parsed_* views). Each parsed row keeps its raw
+    position (source, partition_key, file, line_no, loaded_at), whether it is a JSON object (`parsed`), its
+    parse errors ("code: detail") and the columns whose present value is not of its type; validation
+    (cdp_assets/events) judges the typed values by the suites in expectations/. Source and column names
+    come from the configuration (var `sources`, checked by cdp_assets.config) and are quoted. -#}
+
+{# (value, error, failed column) of one JSON field read as `kind`: the error and the failed column are set when
+   a value is present but not of its type. #}
+{% macro typed_field(json, path, kind, name) -%}
+    {%- set text = json_text(json, path) -%}
+    {%- if kind == 'string' -%}
+        {%- do return({'value': "nullif(trim(" ~ text ~ "), '')", 'error': 'null', 'failed': 'null'}) -%}
+    {%- elif kind == 'list' -%}
+        {%- set value = "try_cast(" ~ json_value(json, path) ~ " as varchar[])" -%}
+    {%- elif kind == 'timestamp' -%}
+        {%- set value = utc_timestamp(text) -%}
+    {%- elif kind == 'number' -%}
+        {#- NaN and infinities are no amounts: refused like any other unreadable number -#}
+        {%- set value = "case when isfinite(try_cast(" ~ text ~ " as double)) then try_cast(" ~ text ~ " as double) end" -%}
+    {%- elif kind == 'boolean' -%}
+        {%- set value = "try_cast(" ~ text ~ " as boolean)" -%}
+    {%- else -%}
+        {{ exceptions.raise_compiler_error("column " ~ name ~ ": unknown type " ~ kind) }}
+    {%- endif -%}
+    {%- set code = 'bad_timestamp' if kind == 'timestamp' else 'wrong_type' -%}
+    {%- set failed = "(nullif(trim(" ~ text ~ "), '') is not null and " ~ value ~ " is null)" -%}
+    {%- do return({
+        'value': value,
+        'error': "case when " ~ failed ~ " then " ~ cdp_literal(code ~ ': ' ~ name ~ ' ') ~ " || " ~ text ~ " || " ~ cdp_literal(' is not a ' ~ kind) ~ " end",
+        'failed': "case when " ~ failed ~ " then " ~ cdp_literal(name) ~ " end",
+    }) -%}
+{%- endmacro %}
+
+{# An ISO-8601 text as a UTC timestamp without time zone (null when it is not a time). #}
+{% macro utc_timestamp(text) -%}
+    {{ return(adapter.dispatch('utc_timestamp', 'cdp')(text)) }}
+{%- endmacro %}
+{% macro default__utc_timestamp(text) -%}
+    timezone('UTC', try_cast({{ text }} as timestamptz))
+{%- endmacro %}
+
+{# The non-null elements of a list of SQL expressions, as a SQL list. #}
+{% macro non_null_list(expressions) -%}
+    {{ return(adapter.dispatch('non_null_list', 'cdp')(expressions)) }}
+{%- endmacro %}
+{% macro default__non_null_list(expressions) -%}
+    {%- if expressions -%} list_filter([{{ expressions | join(', ') }}], x -> x is not null)
+    {%- else -%} []::varchar[]
+    {%- endif -%}
+{%- endmacro %}
+
+{# The raw table of a configured source. #}
+{% macro raw_relation(name) -%}
+    {{ return(api.Relation.create(database=target.database, schema='raw', identifier=name)) }}
+{%- endmacro %}
+
+{# Raw rows with their JSON (null when the record is not one JSON object). #}
+{% macro raw_records(name) -%}
+    select
+        {{ cdp_literal(name) }} as raw_source,
+        partition_key, file, line_no, record, loaded_at,
+        {{ is_json_object('record') }} as parsed
+    from {{ raw_relation(name) }}
+{%- endmacro %}
+
+{#- Segment-spec messages of one events source → the columns of cdp.events (contract §4).
+    Event time is Segment's: `timestamp` when given, else `originalTimestamp` corrected for the device's
+    clock skew (receivedAt - (sentAt - originalTimestamp)), else the time received; the raw values are kept.
+    Identify traits are `traits` over `context.traits` (RudderStack's SDKs send the latter). -#}
+{% macro parse_events_source(name) -%}
+    {%- set ts = typed_field('m', '$.timestamp', 'timestamp', 'timestamp') -%}
+    {%- set original = typed_field('m', '$.originalTimestamp', 'timestamp', 'originalTimestamp') -%}
+    {%- set sent = typed_field('m', '$.sentAt', 'timestamp', 'sentAt') -%}
+    {%- set received = typed_field('m', '$.receivedAt', 'timestamp', 'receivedAt') -%}
+    with raw as (
+        {{ raw_records(name) }}
+    ),
+
+    messages as (
+        select *, case when parsed then record::json end as m from raw
+    ),
+
+    fields as (
+        select
+            *,
+            {{ json_type_at('m', '$.messageId') }} as message_id_type,
+            case when {{ json_type_at('m', '$.messageId') }} = 'VARCHAR'
+                 then nullif(trim({{ json_text('m', '$.messageId') }}), '') end as event_id,
+            {{ json_text('m', '$.type') }} as event_type,
+            coalesce({{ json_text('m', '$.event') }}, {{ json_text('m', '$.name') }}) as event_name,
+            nullif(trim({{ json_text('m', '$.anonymousId') }}), '') as anonymous_id,
+            nullif(trim({{ json_text('m', '$.userId') }}), '') as user_id,
+            nullif(trim({{ json_text('m', '$.previousId') }}), '') as previous_id,
+            nullif(trim({{ json_text('m', '$.groupId') }}), '') as group_id,
+            {{ ts.value }} as event_timestamp,
+            {{ original.value }} as original_timestamp,
+            {{ sent.value }} as sent_at,
+            coalesce({{ received.value }}, loaded_at) as received_at,
+            case
+                when {{ json_value('m', '$.context.traits') }} is null then {{ json_value('m', '$.traits') }}
+                when {{ json_value('m', '$.traits') }} is null then {{ json_value('m', '$.context.traits') }}
+                else json_merge_patch({{ json_value('m', '$.context.traits') }}, {{ json_value('m', '$.traits') }})
+            end as merged_traits
+        from messages
+    )
+
+    select
+        raw_source, partition_key, file, line_no, record, loaded_at, parsed,
+        case when parsed then {{ non_null_list([
+                ts.error,
+                "case when event_timestamp is null then " ~ original.error ~ " end",
+                "case when message_id_type not in ('VARCHAR', 'NULL') then 'missing_message_id: messageId must be a string, not ' || lower(message_id_type) end",
+            ]) }}
+             else ['malformed_json: the line is not a JSON object'] end as parse_errors,
+        {{ non_null_list([ts.failed, "case when event_timestamp is null then " ~ original.failed ~ " end"]) }} as unreadable_columns,
+        event_id, event_type, event_name, anonymous_id, user_id, previous_id, group_id,
+        coalesce(
+            event_timestamp,
+            case when original_timestamp is not null and sent_at is not null
+                 then received_at - (sent_at - original_timestamp) end,
+            original_timestamp,
+            received_at
+        ) as occurred_at,
+        received_at,
+        original_timestamp,
+        sent_at,
+        coalesce({{ json_text('m', '$.source') }}, {{ cdp_literal(name) }}) as source,
+        {{ json_value('m', '$.properties') }} as properties,
+        merged_traits as traits,
+        {{ json_value('m', '$.context') }} as context,
+        coalesce(user_id, anonymous_id, previous_id) as identity,
+        lower(trim({{ json_text('merged_traits', '$.email') }})) as email
+    from fields
+{%- endmacro %}
+
+{#- Records of a table source (API pull, CSV row, PostgreSQL row, CDC change) → its declared, typed columns.
+    A CDC record is a Debezium envelope (optionally inside `payload`) or a DMS CSV row (`Op` I/U/D); each
+    change gets `op` (c/u/d/r, or t for a tombstone), its row image (`after`, or `before` for a delete) and
+    its source position: (lsn, ts_ms) for Debezium, (file, line) for DMS. -#}
+{% macro parse_table_source(name) -%}
+    {%- set source = var('sources')[name] -%}
+    {%- set cdc = source.kind == 'cdc' -%}
+    {%- set columns = [] -%}
+    {%- set errors = [] -%}
+    {%- set failed = [] -%}
+    {%- for column, kind in source.columns.items() -%}
+        {%- set t = typed_field('img', '$.' ~ column, kind, column) -%}
+        {%- do columns.append(t.value ~ ' as ' ~ cdp_ident(column)) -%}
+        {%- do errors.append(t.error) -%}
+        {%- do failed.append(t.failed) -%}
+    {%- endfor -%}
+    {%- set envelope = "coalesce(" ~ json_value('j', '$.payload') ~ ", j)" -%}
+    with raw as (
+        {{ raw_records(name) }}
+    ),
+
+    records as (
+        select *, case when parsed then record::json end as j from raw
+    ),
+
+    images as (
+        select
+            *,
+        {%- if cdc %}
+            case
+                when {{ json_type_at('j', '$.payload') }} = 'NULL' and {{ json_text('j', '$.op') }} is null then 't'
+                else coalesce(
+                    {{ json_text(envelope, '$.op') }},
+                    case {{ json_text('j', '$.Op') }} when 'I' then 'c' when 'U' then 'u' when 'D' then 'd' end)
+            end as op,
+            case
+                when {{ json_text('j', '$.Op') }} is not null then j
+                when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_value(envelope, '$.before') }}
+                else {{ json_value(envelope, '$.after') }}
+            end as img
+        {%- else %}
+            j as img
+        {%- endif %}
+        from records
+    )
+
+    select
+        raw_source, partition_key, file, line_no, record, loaded_at, parsed,
+        loaded_at as received_at,
+        case when parsed then {{ non_null_list(errors) }}
+             else ['malformed_json: the record is not a JSON object'] end as parse_errors,
+        {{ non_null_list(failed) }} as unreadable_columns,
+        {{ columns | join(',\n        ') }}
+    {%- if cdc %},
+        op,
+        try_cast({{ json_text(envelope, '$.source.lsn') }} as bigint) as source_lsn,
+        try_cast(coalesce({{ json_text(envelope, '$.source.ts_ms') }}, {{ json_text(envelope, '$.ts_ms') }}) as bigint) as source_ts_ms
+    {%- endif %}
+    from images
+{%- endmacro %}
+
+{#- on-run-start: an empty raw table for every configured source not extracted yet, so the parse views bind
+    (the same shape the extract assets create: cdp_assets/sources/assets.py RAW_DDL). -#}
+{% macro create_raw_tables() -%}
+    create schema if not exists raw;
+    {%- for name in var('sources') %}
+    create table if not exists {{ raw_relation(name) }} (
+        partition_key varchar, file varchar, line_no bigint, record varchar, loaded_at timestamp);
+    {%- endfor %}
+{%- endmacro %}

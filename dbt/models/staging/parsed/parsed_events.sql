@@ -1,0 +1,16 @@
+{#- Every events source's messages (config/sources.yaml `kind: events`), typed. A view: validation reads only
+    the raw partitions that changed through it, and parsing costs nothing until then. -#}
+-- depends_on: {{ source('raw', 'web') }}
+{%- set names = [] %}
+{%- for name, source in var('sources').items() if source.kind == 'events' %}{% do names.append(name) %}{% endfor %}
+{%- if not names %}
+{{ exceptions.raise_compiler_error("var sources: no events source configured") }}
+{%- endif %}
+{%- for name in names %}
+{%- if not loop.first %}
+union all
+{% endif %}
+select * from (
+    {{ parse_events_source(name) }}
+)
+{%- endfor %}
