@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import yaml
 from cdp_resources.settings import config_dir
 
 KINDS = {"events", "cdc", "api", "csv", "postgres"}
+# `purchases:` of a source: which records are purchases and which of their fields say what (Segment's
+# e-commerce spec for events: `event: order_completed`, fields read from `properties`).
+PURCHASE_KEYS = {"event", "id", "amount", "at", "items", "only", "identifier"}
 PARTITIONINGS = {"hourly", "daily", "none"}
 COLUMN_TYPES = {"string", "number", "timestamp", "list", "boolean"}
 
@@ -48,6 +52,7 @@ class SourceConfig:
     identifiers: dict[str, str] = field(default_factory=dict)
     traits: tuple[str, ...] = ()
     relationships: dict[str, str] = field(default_factory=dict)  # column -> kind (household, parent...)
+    purchases: dict = field(default_factory=dict)  # how its records are purchases (see PURCHASE_KEYS)
 
 
 def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
@@ -79,6 +84,9 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         for needed in ("dsn_env", "table", "primary_key", "time_column"):
             if not entry.get(needed):
                 raise ConfigError(f"{where}.{needed}: a postgres source needs it")
+    purchases = entry.get("purchases") or {}
+    if purchases:
+        _check_purchases(where, entry["kind"], purchases, columns, entry.get("identifiers") or {})
     if entry["kind"] != "events" and not columns:
         raise ConfigError(f"{where}.columns: a {entry['kind']} source declares its columns")
     return SourceConfig(
@@ -98,4 +106,36 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         identifiers=dict(entry.get("identifiers") or {}),
         traits=tuple(entry.get("traits") or ()),
         relationships=dict(entry.get("relationships") or {}),
+        purchases=dict(purchases),
     )
+
+
+def _check_purchases(where: str, kind: str, purchases, columns: dict, identifiers: dict) -> None:
+    where = f"{where}.purchases"
+    if not isinstance(purchases, dict):
+        raise ConfigError(f"{where}: expected a mapping (id, amount, at, items, only, identifier; event for events)")
+    unknown = set(purchases) - PURCHASE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(PURCHASE_KEYS)}")
+    for needed in ("id", "amount"):
+        if not isinstance(purchases.get(needed), str):
+            raise ConfigError(f"{where}.{needed}: required (a {'property path' if kind == 'events' else 'column'})")
+    if kind == "events":
+        if not isinstance(purchases.get("event"), str):
+            raise ConfigError(f"{where}.event: the event that is a purchase (e.g. order_completed)")
+        for key in ("id", "amount", "items"):
+            value = purchases.get(key)
+            if value is not None and not re.fullmatch(r"[A-Za-z0-9_]+(\[\*\])?(\.[A-Za-z0-9_]+)*", value):
+                raise ConfigError(f"{where}.{key}: {value!r} is not a property path such as revenue or products[*].product_id")
+        return
+    if not isinstance(purchases.get("at"), str):
+        raise ConfigError(f"{where}.at: required (the column holding the purchase time)")
+    named = [purchases[k] for k in ("id", "amount", "at", "items") if purchases.get(k)] + list(purchases.get("only") or {})
+    for column in named:
+        if column not in columns:
+            raise ConfigError(f"{where}: {column!r} is not a declared column")
+    identifier = purchases.get("identifier")
+    if identifier is not None and identifier not in identifiers:
+        raise ConfigError(f"{where}.identifier: {identifier!r} is not one of the source's identifiers {sorted(identifiers)}")
+    if not identifiers:
+        raise ConfigError(f"{where}: a source of purchases needs an identifier column to know whose they are")

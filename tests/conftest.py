@@ -76,9 +76,10 @@ def pg_schema():
         con.close()
 
 
-def build_models(data_dir: Path, select: str, sources: dict | None = None) -> None:
-    """Run dbt models (`select`) on the warehouse of `data_dir`, with the shipped configuration's vars, or
-    with `sources` (name -> SourceConfig) in place of config/sources.yaml."""
+def build_models(data_dir: Path, select: str, sources: dict | None = None, now=None) -> None:
+    """Run dbt models (`select`: dbt selection arguments) on the warehouse of `data_dir`, with the shipped
+    configuration's vars, or with `sources` (name -> SourceConfig) in place of config/sources.yaml; `now`
+    fixes the build time."""
     from cdp_assets.dbt.project import run_dbt
     from cdp_assets.dbt.vars import dbt_vars, source_vars
 
@@ -88,7 +89,9 @@ def build_models(data_dir: Path, select: str, sources: dict | None = None) -> No
         vars_ = dbt_vars()
         if sources is not None:
             vars_["sources"] = source_vars(sources)
-        run_dbt(["run", "--select", select], vars_)
+        if now is not None:
+            vars_["now"] = now.isoformat(sep=" ")
+        run_dbt(["run", "--select", *select.split()], vars_)
     finally:
         patch.undo()
 

@@ -1,55 +1,47 @@
-"""cdp.relationships on hand-made tables: group calls, households and parents relate persons, never merge them."""
+"""cdp.relationships on hand-made records: group calls, households and parents relate persons, never merge them."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from pathlib import Path
 
-import duckdb
+import pytest
 
 from cdp_assets.config import SourceConfig
-from cdp_assets.identity.edges import identifier_lookup, identifier_sightings, identifiers_seen, identity_edges, normalized_sightings
-from cdp_assets.identity.relationships import person_relationships
-from cdp_assets.identity.resolve import resolve_persons
-from cdp_assets.identity.rules import load_identity_rules
+from tests.pipeline import load_raw, refresh, warehouse
 
-RULES = load_identity_rules(Path(__file__).resolve().parents[1] / "config" / "identity.yaml")
 CRM = SourceConfig(
-    name="crm", kind="cdc", partitions="none", primary_key="id", time_column="updated_at",
+    name="crm_customers", kind="csv", partitions="none", primary_key="id", time_column="updated_at",
+    columns={"id": "string", "email": "string", "household_id": "string", "parent_crm_id": "string", "updated_at": "timestamp"},
     identifiers={"id": "crm_id", "email": "email"},
     relationships={"household_id": "household", "parent_crm_id": "parent"},
 )
-SOURCES = {"web": SourceConfig(name="web", kind="events", partitions="hourly"), "crm": CRM}
+SOURCES = {"web": SourceConfig(name="web", kind="events", partitions="hourly"), "crm_customers": CRM}
 
 
-def shop() -> duckdb.DuckDBPyConnection:
+def _event(event_id, kind, user, anonymous, at, **fields):
+    message = {"messageId": event_id, "type": kind, "userId": user, "anonymousId": anonymous, "timestamp": at, **fields}
+    return json.dumps({k: v for k, v in message.items() if v is not None})
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
     """Two account members (one signed in, one anonymous) and a CRM family: a parent and a child in one household."""
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA cdp; CREATE SCHEMA core; CREATE SCHEMA validated")
-    con.execute(
-        """CREATE TABLE cdp.events AS SELECT * FROM (VALUES
-             ('e1', 'identify', 'u1', 'a1', NULL, NULL, '{"email": "Ann@X.com"}', '{}', 'web', TIMESTAMP '2026-01-01 10:00'),
-             ('e2', 'group', 'u1', 'a1', NULL, 'acme', '{}', '{}', 'web', TIMESTAMP '2026-01-02 10:00'),
-             ('e3', 'group', NULL, 'a2', NULL, 'acme', '{}', '{}', 'web', TIMESTAMP '2026-01-03 10:00'),
-             ('e4', 'group', 'u1', NULL, NULL, 'acme', '{}', '{}', 'web', TIMESTAMP '2026-01-04 10:00'))
-           AS t(event_id, event_type, user_id, anonymous_id, previous_id, group_id, traits, context, source, occurred_at)"""
-    )
-    con.execute("ALTER TABLE cdp.events ALTER traits TYPE JSON; ALTER TABLE cdp.events ALTER context TYPE JSON")
-    con.execute(
-        """CREATE TABLE validated.crm AS SELECT * FROM (VALUES
-             ('c1', 'ann@x.com', 'h1', NULL, TIMESTAMP '2026-01-01 09:00'),
-             ('c2', 'kid@x.com', 'h1', 'c1', TIMESTAMP '2026-01-05 09:00'))
-           AS t(id, email, household_id, parent_crm_id, updated_at)"""
-    )
-    sightings = normalized_sightings(identifier_sightings(con, SOURCES), RULES)
-    edges = identity_edges(sightings, RULES)
-    resolution = resolve_persons(identifiers_seen(sightings), edges, RULES, now=datetime(2026, 2, 1))
-    for table, frame in {"cdp.identity_edges": edges, "cdp.id_map": resolution.id_map,
-                         "core.identifier_lookup": identifier_lookup(sightings)}.items():
-        con.register("frame", frame)
-        con.execute(f"CREATE TABLE {table} AS SELECT * FROM frame")
-        con.unregister("frame")
-    return con
+    data_dir = tmp_path_factory.mktemp("shop")
+    load_raw(data_dir, "web", "2026-01-01-10:00", [
+        _event("e1", "identify", "u1", "a1", "2026-01-01T10:00:00Z", traits={"email": "Ann@X.com"}),
+        _event("e2", "group", "u1", "a1", "2026-01-02T10:00:00Z", groupId="acme"),
+        _event("e3", "group", None, "a2", "2026-01-03T10:00:00Z", groupId="acme"),
+        _event("e4", "group", "u1", None, "2026-01-04T10:00:00Z", groupId="acme"),
+    ])
+    load_raw(data_dir, "crm_customers", "", [
+        json.dumps({"id": "c1", "email": "ann@x.com", "household_id": "h1", "parent_crm_id": None, "updated_at": "2026-01-01 09:00:00"}),
+        json.dumps({"id": "c2", "email": "kid@x.com", "household_id": "h1", "parent_crm_id": "c1", "updated_at": "2026-01-05 09:00:00"}),
+    ])
+    refresh(data_dir, SOURCES, now=datetime(2026, 2, 1))
+    con = warehouse(data_dir)
+    yield con
+    con.close()
 
 
 def person(con, identifier_type: str, value: str) -> str:
@@ -58,23 +50,24 @@ def person(con, identifier_type: str, value: str) -> str:
     ).fetchone()[0]
 
 
-def test_relationships_relate_persons_that_stay_apart():
-    con = shop()
-    relationships = person_relationships(con, SOURCES, RULES)
+def test_relationships_relate_persons_that_stay_apart(shop):
+    con = shop
     ann, anonymous, kid = person(con, "user_id", "u1"), person(con, "anonymous_id", "a2"), person(con, "crm_id", "c2")
     assert person(con, "crm_id", "c1") == ann  # the CRM record and the signed-in user share an email
     assert len({ann, anonymous, kid}) == 3
-    assert sorted(relationships.select("person_id", "kind", "related_value", "source").rows()) == sorted([
+    rows = con.execute("SELECT person_id, kind, related_value, source FROM cdp.relationships").fetchall()
+    assert sorted(rows) == sorted([
         (ann, "group_member", "acme", "web"), (anonymous, "group_member", "acme", "web"),
-        (ann, "household", "h1", "crm"), (kid, "household", "h1", "crm"), (kid, "parent", "c1", "crm"),
+        (ann, "household", "h1", "crm_customers"), (kid, "household", "h1", "crm_customers"), (kid, "parent", "c1", "crm_customers"),
     ])
     # seen twice in the account: first and last sighting
-    membership = relationships.filter(person_id=ann, kind="group_member").row(0, named=True)
-    assert (membership["first_seen_at"], membership["last_seen_at"]) == (datetime(2026, 1, 2, 10), datetime(2026, 1, 4, 10))
+    seen = con.execute("SELECT first_seen_at, last_seen_at FROM cdp.relationships WHERE person_id = ? AND kind = 'group_member'",
+                       [ann]).fetchone()
+    assert seen == (datetime(2026, 1, 2, 10), datetime(2026, 1, 4, 10))
 
 
-def test_group_household_and_parent_values_never_become_identifiers_or_edges():
-    con = shop()
+def test_group_household_and_parent_values_never_become_identifiers_or_edges(shop):
+    con = shop
     values = ["acme", "h1"]
     assert not con.execute("SELECT count(*) FROM cdp.id_map WHERE list_contains(?, identifier_value)", [values]).fetchone()[0]
     edges = con.execute("SELECT left_type, left_value, right_type, right_value FROM cdp.identity_edges").fetchall()

@@ -11,14 +11,10 @@ import pytest
 from dagster import materialize
 
 from cdp_assets.config import SourceConfig
-from cdp_assets.events.assets import build_validation_asset
-from cdp_assets.identity.edges import identifier_sightings, identity_edges, normalized_sightings
-from cdp_assets.identity.rules import load_identity_rules
-from cdp_assets.profiles.traits import load_trait_rules, trait_observations
 from cdp_assets.sources.assets import build_source_asset
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
 from cdp_resources.postgres import PostgresSourceError, table_pages
-from cdp_resources.settings import config_dir
+from tests.pipeline import refresh
 
 pytestmark = pytest.mark.postgres
 DSN = os.environ.get("CDP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -81,18 +77,15 @@ def test_incremental_extract_keeps_ties_and_never_loads_a_version_twice(crm_tabl
     assert second["records_loaded"] == 3
     assert _extract(source)["records_loaded"] == 0  # nothing changed: the rows at the cursor are skipped
 
-    assert materialize([build_validation_asset({"crm_db": source})], resources={"warehouse": WarehouseResource()},
-                       run_config=QUIET).success
+    # Validated, resolved and profiled through the same path as every other source (its traits ranked by
+    # config/traits.yaml).
+    refresh(tmp_path, {"crm_db": replace(source, traits=("city",))})
     warehouse = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert warehouse.execute("SELECT count(*) FROM raw.crm_db").fetchone()[0] == 18
     current = dict(warehouse.execute("SELECT id, city FROM validated.crm_db").fetchall())
     assert len(current) == 16 and current["3"] == current["12"] == "Lyon" and current["16"] == "Oslo"
-    # Its identifiers reach the identity graph through the same path as every other source.
-    rules = load_identity_rules(config_dir() / "identity.yaml")
-    edges = identity_edges(normalized_sightings(identifier_sightings(warehouse, {"crm_db": source}), rules), rules)
-    # ... and its traits reach profiles through the same observations, ranked by config/traits.yaml.
-    observations = trait_observations(warehouse, {"crm_db": replace(source, traits=("city",))},
-                                      load_trait_rules(config_dir() / "traits.yaml"), rules)
+    observations = warehouse.sql("SELECT * FROM core.trait_observations").pl()
+    edges = warehouse.sql("SELECT * FROM cdp.identity_edges").pl()
     warehouse.close()
     cities = {(r["raw_value"], r["value"]) for r in observations.iter_rows(named=True)}
     assert ("3", "Lyon") in cities and ("16", "Oslo") in cities and len(observations) == 16

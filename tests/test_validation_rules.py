@@ -8,6 +8,8 @@ from datetime import datetime
 import polars as pl
 import pytest
 
+from cdp_assets.config import load_sources
+from cdp_assets.events.validate import unpack_typed
 from cdp_assets.events.rules import EXPECTATIONS_DIR, SuiteError, apply_rules, load_suite, suite_rules, typed_property_rules
 
 PARAMS = {"max_event_time": datetime(2030, 1, 1)}
@@ -17,8 +19,10 @@ def parsed(con, name: str, records: list[str]) -> pl.DataFrame:
     """`records` as raw rows of source `name`, read back through its dbt parse view."""
     con.execute(f"DELETE FROM raw.{name}")
     con.executemany(f"INSERT INTO raw.{name} VALUES ('', 'f', ?, ?, TIMESTAMP '2026-01-01')", list(enumerate(records, 1)))
-    view = "parsed_events" if name == "web" else f"parsed_{name}"
-    return con.sql(f"SELECT * FROM staging.{view} WHERE raw_source = '{name}'").pl()
+    if name == "web":
+        return con.sql("SELECT * FROM staging.parsed_events WHERE raw_source = 'web'").pl()
+    frame = con.sql(f"SELECT * FROM staging.parsed_records WHERE raw_source = '{name}'").pl()
+    return unpack_typed(frame, load_sources()[name])
 
 
 def event_rules(suite: dict, frame: pl.DataFrame):

@@ -23,20 +23,49 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 dbt_project.prepare_if_dev()
 
 
-def run_dbt(args: list[str], vars_: dict | None = None) -> str:
-    """Run a dbt command on this project (the caller holds the warehouse lock); its output, or a
-    RuntimeError with the output's tail when it fails. For steps outside the dbt assets (building the parse
-    views a validation needs, tests); the assets themselves run through dagster-dbt."""
+def run_dbt(args: list[str], vars_: dict | None = None) -> None:
+    """Run a dbt command on this project in this process (the caller holds the warehouse lock and no
+    connection to it); a RuntimeError naming what failed when it fails. For steps outside the dbt assets
+    (the parse views a validation needs, tests); the assets themselves run through dagster-dbt. In-process,
+    dbt's import and parse are paid once per process, not once per command."""
     import json
-    import subprocess
+
+    from dbt.cli.main import dbtRunner
 
     from cdp_resources.settings import config_dir, data_dir
 
-    command = [DBT_EXECUTABLE, *args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    global _RUNNER
+    if _RUNNER is None:
+        _RUNNER = dbtRunner()
+    command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]
     if vars_ is not None:
         command += ["--vars", json.dumps(vars_)]
-    env = {**os.environ, "CDP_DATA_DIR": str(data_dir()), "CDP_CONFIG_DIR": str(config_dir())}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=DBT_PROJECT_DIR)
-    if done.returncode != 0:
-        raise RuntimeError(f"dbt {' '.join(args)} failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
-    return done.stdout
+    saved = {k: os.environ.get(k) for k in ("CDP_DATA_DIR", "CDP_CONFIG_DIR")}
+    os.environ.update(CDP_DATA_DIR=str(data_dir()), CDP_CONFIG_DIR=str(config_dir()))
+    try:
+        result = _RUNNER.invoke(command)
+    finally:
+        _close_duckdb()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if not result.success:
+        failures = [f"{r.node.name}: {r.message}" for r in (result.result or []) if getattr(r, "status", None) in ("error", "fail")]
+        raise RuntimeError(f"dbt {' '.join(args)} failed: {'; '.join(failures) or result.exception}")
+
+
+_RUNNER = None
+
+
+def _close_duckdb() -> None:
+    """dbt-duckdb may keep the database open after a command; other processes must be able to open it."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:
+        return
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None

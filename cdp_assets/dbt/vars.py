@@ -26,6 +26,7 @@ def source_vars(sources: dict[str, SourceConfig]) -> dict:
             **({"identifiers": dict(s.identifiers)} if s.identifiers else {}),
             **({"traits": list(s.traits)} if s.traits else {}),
             **({"relationships": dict(s.relationships)} if s.relationships else {}),
+            **({"purchases": dict(s.purchases)} if s.purchases else {}),
         }
         for name, s in sources.items()
     }

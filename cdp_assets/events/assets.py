@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetObservation, AssetOut,
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.pii import load_pii_rules
 from cdp_assets.events.rules import great_expectations_result, load_suite
-from cdp_assets.events.validate import ensure_parse_views, new_batch, validate_source
+from cdp_assets.events.validate import ensure_parse_views, start_validation, validate_source
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
 from cdp_resources import WarehouseResource
@@ -30,7 +30,7 @@ def validated_key(source: SourceConfig) -> AssetKey:
 
 def parsed_key(source: SourceConfig) -> AssetKey:
     """The dbt view that parses the source's raw records into typed columns."""
-    return AssetKey(["staging", "parsed_events" if source.kind == "events" else f"parsed_{source.name}"])
+    return AssetKey(["staging", "parsed_events" if source.kind == "events" else "parsed_records"])
 
 
 def build_validation_asset(sources: dict[str, SourceConfig]):
@@ -64,7 +64,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         with warehouse.lock():
             ensure_parse_views(warehouse, sources.values())
         with warehouse.connect() as con:
-            batch = new_batch(con, "validation", now)
+            batch = start_validation(con, now)
             for source in sources.values():
                 results[source.name] = validate_source(con, source, pii, parameters, batch, log=context.log.info)
             totals = _totals(con, sources)

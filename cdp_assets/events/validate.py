@@ -55,8 +55,23 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = Non
         con.execute(statement, used or None)
 
 
+# Declared column types (config/sources.yaml) as stored: SQL type, and the polars type `typed` is read as.
+COLUMN_TYPES = {
+    "string": ("VARCHAR", pl.String), "number": ("DOUBLE", pl.Float64), "boolean": ("BOOLEAN", pl.Boolean),
+    "list": ("VARCHAR[]", pl.List(pl.String)), "timestamp": ("TIMESTAMP", pl.String),
+}
+
+
 def parsed_view(source: SourceConfig) -> str:
-    return "staging.parsed_events" if source.kind == "events" else f'staging."parsed_{source.name}"'
+    return "staging.parsed_events" if source.kind == "events" else "staging.parsed_records"
+
+
+def unpack_typed(frame: pl.DataFrame, source: SourceConfig) -> pl.DataFrame:
+    """A table source's parsed rows with its declared columns unpacked from `typed` (the parse view's JSON)."""
+    schema = {name: COLUMN_TYPES[kind][1] for name, kind in source.columns.items()}
+    typed = frame["typed"].str.json_decode(pl.Struct(schema)).struct.unnest()
+    times = [pl.col(c).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False) for c, k in source.columns.items() if k == "timestamp"]
+    return pl.concat([frame.drop("typed"), typed.with_columns(times)], how="horizontal")
 
 
 def changes_table(source: SourceConfig) -> str:
@@ -152,6 +167,8 @@ def validate_source(
             f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
             {"source": source.name, "keys": keys},
         ).pl()
+        if source.kind != "events":
+            frame = unpack_typed(frame, source)
         tombstones = frame.clear()
         if source.kind == "cdc":
             frame, tombstones = without_tombstones(frame)
@@ -180,23 +197,27 @@ def validate_source(
     return result
 
 
-def _ensure_tables(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
-    """The validated tables of `source`, shaped after its parse view (typed as configured)."""
+def ensure_event_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """cdp.events and its bookkeeping, shaped after the events parse view; they exist even when no events
+    source is configured, so every model downstream can read them."""
     run_sql(con, "state")
-    view = parsed_view(source)
+    columns = ", ".join([*EVENT_COLUMNS, *POSITION])
+    for table, extra in (("cdp.events", ""), ("core.event_duplicates", ""), ("core.events_removed", ", 0::BIGINT AS _removed_batch_id")):
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {columns}, 0::UBIGINT AS row_hash, "
+                    f"0::BIGINT AS _batch_id{extra} FROM staging.parsed_events WHERE false")
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
+    """The validated tables of `source` (typed as configured)."""
+    ensure_event_tables(con)
     if source.kind == "events":
-        columns = ", ".join([*EVENT_COLUMNS, *POSITION])
-        for table, extra in (("cdp.events", ""), ("core.event_duplicates", ""), ("core.events_removed", ", 0::BIGINT AS _removed_batch_id")):
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {columns}, 0::UBIGINT AS row_hash, "
-                        f"0::BIGINT AS _batch_id{extra} FROM {view} WHERE false")
         return
-    declared = ", ".join(f'"{c}"' for c in source.columns)
-    cdc = ", op, source_lsn, source_ts_ms" if source.kind == "cdc" else ""
-    con.execute(f"CREATE TABLE IF NOT EXISTS {changes_table(source)} AS SELECT {declared}, received_at{cdc}, "
-                f"partition_key, file, line_no, 0::UBIGINT AS row_hash, 0::BIGINT AS _batch_id FROM {view} WHERE false")
-    for table, extra in ((f'validated."{source.name}"', ""), (f'validated."{source.name}_removed"', ", 0::BIGINT AS _removed_batch_id")):
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {declared}, received_at, 0::UBIGINT AS row_hash, "
-                    f"0::BIGINT AS _batch_id{extra} FROM {view} WHERE false")
+    declared = ", ".join(f'"{c}" {COLUMN_TYPES[kind][0]}' for c, kind in source.columns.items())
+    cdc = ", op VARCHAR, source_lsn BIGINT, source_ts_ms BIGINT" if source.kind == "cdc" else ""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {changes_table(source)} ({declared}, received_at TIMESTAMP{cdc}, "
+                "partition_key VARCHAR, file VARCHAR, line_no BIGINT, row_hash UBIGINT, _batch_id BIGINT)")
+    for table, extra in ((f'validated."{source.name}"', ""), (f'validated."{source.name}_removed"', ", _removed_batch_id BIGINT")):
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({declared}, received_at TIMESTAMP, row_hash UBIGINT, _batch_id BIGINT{extra})")
 
 
 def _replace(con, table: str, frame: pl.DataFrame, column: str, source: str, keys: list[str]) -> None:
@@ -286,6 +307,12 @@ def ensure_parse_views(warehouse, sources) -> None:
         from cdp_assets.dbt.vars import dbt_vars
 
         run_dbt(["run", "--select", "path:models/staging/parsed"], dbt_vars())
+
+
+def start_validation(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
+    """The batch of this validation run, its tables ready."""
+    ensure_event_tables(con)
+    return new_batch(con, "validation", now)
 
 
 def new_batch(con: duckdb.DuckDBPyConnection, stage: str, now: datetime) -> int:

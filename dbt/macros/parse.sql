@@ -54,13 +54,18 @@
     {{ return(api.Relation.create(database=target.database, schema='raw', identifier=name)) }}
 {%- endmacro %}
 
-{# Raw rows with their JSON (null when the record is not one JSON object). #}
+{# Raw rows with their JSON (null when the record is not one JSON object); `name` none: no rows. #}
 {% macro raw_records(name) -%}
     select
-        {{ cdp_literal(name) }} as raw_source,
+        {{ cdp_literal(name or '') }} as raw_source,
         partition_key, file, line_no, record, loaded_at,
         {{ is_json_object('record') }} as parsed
+    {%- if name %}
     from {{ raw_relation(name) }}
+    {%- else %}
+    from (select null::varchar as partition_key, null::varchar as file, null::bigint as line_no,
+                 null::varchar as record, null::timestamp as loaded_at where false)
+    {%- endif %}
 {%- endmacro %}
 
 {#- Segment-spec messages of one events source → the columns of cdp.events (contract §4).
@@ -133,7 +138,9 @@
     from fields
 {%- endmacro %}
 
-{#- Records of a table source (API pull, CSV row, PostgreSQL row, CDC change) → its declared, typed columns.
+{#- Records of a table source (API pull, CSV row, PostgreSQL row, CDC change) → its declared, typed columns,
+    packed in one JSON object `typed` so that every table source fits one view (validation unpacks it by the
+    source's declared types).
     A CDC record is a Debezium envelope (optionally inside `payload`) or a DMS CSV row (`Op` I/U/D); each
     change gets `op` (c/u/d/r, or t for a tombstone), its row image (`after`, or `before` for a delete) and
     its source position: (lsn, ts_ms) for Debezium, (file, line) for DMS. -#}
@@ -145,7 +152,7 @@
     {%- set failed = [] -%}
     {%- for column, kind in source.columns.items() -%}
         {%- set t = typed_field('img', '$.' ~ column, kind, column) -%}
-        {%- do columns.append(t.value ~ ' as ' ~ cdp_ident(column)) -%}
+        {%- do columns.append(cdp_literal(column) ~ ', ' ~ t.value) -%}
         {%- do errors.append(t.error) -%}
         {%- do failed.append(t.failed) -%}
     {%- endfor -%}
@@ -185,11 +192,13 @@
         case when parsed then {{ non_null_list(errors) }}
              else ['malformed_json: the record is not a JSON object'] end as parse_errors,
         {{ non_null_list(failed) }} as unreadable_columns,
-        {{ columns | join(',\n        ') }}
-    {%- if cdc %},
+        json_object({{ columns | join(', ') }}) as typed,
+    {%- if cdc %}
         op,
         try_cast({{ json_text(envelope, '$.source.lsn') }} as bigint) as source_lsn,
         try_cast(coalesce({{ json_text(envelope, '$.source.ts_ms') }}, {{ json_text(envelope, '$.ts_ms') }}) as bigint) as source_ts_ms
+    {%- else %}
+        null::varchar as op, null::bigint as source_lsn, null::bigint as source_ts_ms
     {%- endif %}
     from images
 {%- endmacro %}

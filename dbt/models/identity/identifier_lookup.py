@@ -10,7 +10,7 @@ import polars as pl
 
 
 def model(dbt, session):
-    dbt.config(materialized="incremental", unique_key=["identifier_type", "raw_value"], incremental_strategy="delete+insert")
+    dbt.config(tags=["identity_inputs"], materialized="incremental", unique_key=["identifier_type", "raw_value"], incremental_strategy="delete+insert")
     from cdp_assets.identity.normalize import normalize_identifiers
     from cdp_assets.identity.rules import load_identity_rules
     from cdp_resources.settings import config_dir

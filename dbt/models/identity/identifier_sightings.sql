@@ -1,6 +1,7 @@
 {#- Every identifier seen on a validated record (events and table sources), raw as received: the input of
     identity. Incremental by record: records changed since the last run are re-read, removed ones forgotten. -#}
 {{ config(
+    tags=['identity_inputs'],
     materialized='incremental',
     unique_key='record_id',
     incremental_strategy='delete+insert',

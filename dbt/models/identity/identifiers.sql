@@ -1,6 +1,7 @@
 {#- Every normalized identifier seen, with its first and last sighting (identifiers without any link too).
     Incremental: the identifiers touched since the last run are recomputed from every sighting of them. -#}
 {{ config(
+    tags=['identity_inputs'],
     materialized='incremental',
     incremental_strategy='append',
     pre_hook=[

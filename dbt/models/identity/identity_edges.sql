@@ -4,6 +4,7 @@
     values link nothing. Incremental: an edge can only change when a record carrying both its ends changed, so
     the edges of the identifiers touched since the last run are recomputed from every record carrying them. -#}
 {{ config(
+    tags=['identity_inputs'],
     schema='cdp',
     materialized='incremental',
     incremental_strategy='append',

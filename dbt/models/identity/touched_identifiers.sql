@@ -2,6 +2,7 @@
     version) or removed since the last run. Identity edges, first/last sightings and the resolution of persons
     recompute only what touches these (each reads the batches after its own watermark). -#}
 {{ config(
+    tags=['identity_inputs'],
     materialized='incremental',
     incremental_strategy='append',
     post_hook=["{{ advance_watermark() }}"],

@@ -3,9 +3,7 @@
 -- depends_on: {{ source('raw', 'web') }}
 {%- set names = [] %}
 {%- for name, source in var('sources').items() if source.kind == 'events' %}{% do names.append(name) %}{% endfor %}
-{%- if not names %}
-{{ exceptions.raise_compiler_error("var sources: no events source configured") }}
-{%- endif %}
+{%- if not names %}{% do names.append(none) %}{% endif %}  {#- no events source: no rows, same columns #}
 {%- for name in names %}
 {%- if not loop.first %}
 union all

@@ -1,3 +1,0 @@
--- orders records, typed by the columns config/sources.yaml declares (a table source's parse view is this one line).
--- depends_on: {{ source('raw', 'orders') }}
-{{ parse_table_source('orders') }}
