@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,7 @@ import uvicorn
 from standardwebhooks import Webhook
 
 from cdp_resources.collector import create_app
+from cdp_resources.collector.server import server_config
 
 KEY, MOBILE_KEY = "wk_test_web", "wk_test_mobile"
 SECRET = "whsec_" + base64.b64encode(b"billing-secret-for-tests-0123456").decode()
@@ -46,9 +48,10 @@ def landed_files(data_dir: Path, source: str) -> list[Path]:
 
 
 def start_server(data_dir: Path):
+    """The collector as `cdp collect` configures it (limits from the environment), on a free port, in a thread."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir), log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(data_dir), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -167,6 +170,13 @@ def test_unauthorized_without_or_with_a_wrong_key(collector):
         ("/v1/track", message("identify"), "does not match the endpoint /v1/track"),
         ("/v1/track", b'{"type": "track", "event": "\\ud800"}', "not valid Unicode"),
         ("/v1/track", b'{"type": "track", "properties": {"price": 1e999}}', "number out of range"),
+        ("/v1/track", b'{"type": "track", "properties": {"price": Infinity}}', "Infinity is not JSON"),
+        ("/v1/track", b'{"type": "track", "properties": {"price": -Infinity}}', "-Infinity is not JSON"),
+        ("/v1/batch", b'{"batch": [{"type": "track", "properties": {"a": [1, NaN]}}]}', "NaN is not JSON"),
+        ("/v1/batch", {"batch": [message(), {**message(), "messageId": {"id": 1}}]}, "batch[1].messageId must be a string, not an object"),
+        ("/v1/batch", {"batch": [{**message(), "messageId": 17}]}, "batch[0].messageId must be a string, not a number"),
+        ("/v1/batch", {"batch": [{**message(), "messageId": ["a"]}]}, "batch[0].messageId must be a string, not an array"),
+        ("/v1/track", {**message(), "messageId": True}, "the message.messageId must be a string, not a boolean"),
     ],
 )
 def test_bad_requests_are_400_with_the_reason_and_land_nothing(collector, path, body, reason):
@@ -198,12 +208,27 @@ def test_gzip_body_is_accepted(collector):
     assert collector.post("/v1/batch", body, headers={"Content-Encoding": "br"}).status_code == 415
 
 
-def test_batch_fields_merge_where_absent_and_client_received_at_is_kept(collector):
+def test_a_gzip_body_of_several_members_is_read_whole(collector):
+    """RFC 1952 allows concatenated members (`cat a.gz b.gz`, streaming compressors): all of them are the body."""
+    text = json.dumps({"batch": [message(), message("page"), message("identify")]}).encode()
+    members = gzip.compress(text[:40]) + gzip.compress(text[40:90]) + gzip.compress(text[90:]) + b"\0" * 8
+    assert collector.post("/v1/batch", members, headers={"Content-Encoding": "gzip"}).status_code == 200
+    assert len(collector.lines()) == 3
+    for broken, reason in [(members[:-20], "member 3): truncated"), (gzip.compress(text) + b"garbage", "member 2")]:
+        response = collector.post("/v1/batch", broken, headers={"Content-Encoding": "gzip"})
+        assert response.status_code == 400 and reason in response.json()["message"], response.text
+    assert len(collector.lines()) == 3
+    # The size limit counts every member together.
+    half = json.dumps({"batch": [message(properties={"z": "0" * 300_000})]}).encode()
+    two = gzip.compress(half[:-2]) + gzip.compress(b"0" * 300_000) + gzip.compress(half[-2:])
+    assert collector.post("/v1/batch", two, headers={"Content-Encoding": "gzip"}).status_code == 413
+
+
+def test_batch_fields_merge_where_absent(collector):
     batch = {
         "batch": [
             {"type": "track", "messageId": "t", "anonymousId": "a", "context": {"ip": "1.2.3.4"}},
             {"type": "page", "messageId": "p", "anonymousId": "a"},
-            {**message(), "messageId": "o", "receivedAt": "2025-03-04T05:06:07Z"},
         ],
         "context": {"library": {"name": "custom"}},
         "integrations": {"All": False},
@@ -211,12 +236,34 @@ def test_batch_fields_merge_where_absent_and_client_received_at_is_kept(collecto
     }
     assert collector.post("/v1/batch", batch).status_code == 200
     lines = {line["messageId"]: line for line in collector.lines()}
-    track, page, old = lines["t"], lines["p"], lines["o"]
+    track, page = lines["t"], lines["p"]
     assert track["context"] == {"ip": "1.2.3.4"} and page["context"] == {"library": {"name": "custom"}}
     assert page["integrations"] == track["integrations"] == {"All": False}
-    assert page["sentAt"] == "2025-03-04T05:06:08Z"
-    assert old["receivedAt"] == "2025-03-04T05:06:07Z"
-    assert landed_files(collector.data_dir, "web")[0].parent.as_posix().endswith("dt=2025-03-04/hour=05")
+    assert page["sentAt"] == track["sentAt"] == "2025-03-04T05:06:08Z"
+
+
+@pytest.mark.parametrize("client_value", ["2025-03-04T05:06:07Z", "1999-12-31T23:00:00Z", "3000-01-01T00:00:00Z",
+                                          "2026-13-45T99:00:00Z", "yesterday", 12345, None])
+def test_received_at_and_the_landing_hour_are_the_collectors_own_clock(collector, client_value):
+    """A client's `receivedAt` (wrong clock, other year, garbage) never decides where a line lands: every
+    acknowledged line is in the hour `cdp run` reads for now, and carries the collector's time."""
+    before = datetime.now(timezone.utc)
+    sent = {**message(), "receivedAt": client_value, "sentAt": "2025-03-04T05:06:08Z",
+            "originalTimestamp": "2025-03-04T05:06:00Z"}
+    assert collector.post("/v1/batch", {"batch": [sent]}).status_code == 200
+    assert collector.post("/v1/track", {**message(), "receivedAt": client_value}).status_code == 200
+    after = datetime.now(timezone.utc)
+    lines = collector.lines()
+    assert len(lines) == 2
+    for line in lines:
+        received = datetime.fromisoformat(line["receivedAt"])
+        assert before - timedelta(milliseconds=1) <= received <= after and line["receivedAt"].endswith("Z")
+        assert line.get("clientReceivedAt") == client_value  # kept, under its own name
+    # The raw client times stay as received.
+    assert lines[0]["sentAt"] == "2025-03-04T05:06:08Z" and lines[0]["originalTimestamp"] == "2025-03-04T05:06:00Z"
+    hours = {f"dt={moment:%Y-%m-%d}/hour={moment:%H}" for moment in (before, after)}
+    for path in landed_files(collector.data_dir, "web"):
+        assert path.parent.relative_to(collector.data_dir / "landing" / "web").as_posix() in hours
 
 
 def test_missing_message_id_is_a_content_hash_so_retries_dedupe(collector):
@@ -228,8 +275,30 @@ def test_missing_message_id_is_a_content_hash_so_retries_dedupe(collector):
     assert len(ids) == 3 and len(set(ids)) == 2 and all(i.startswith("cdp-") for i in ids)
 
 
+def test_a_retry_with_a_new_sent_at_gets_the_same_content_id(collector):
+    """SDKs stamp `sentAt` at each delivery attempt (RudderStack's on the message, Segment's on the batch),
+    and a client may send its own `receivedAt`: neither is content, so the retry dedupes."""
+    body = {"type": "track", "anonymousId": "a9", "event": "signed_up", "originalTimestamp": "2025-03-04T05:06:00Z"}
+    attempts = [
+        {"batch": [{**body, "sentAt": "2025-03-04T05:06:01Z"}]},
+        {"batch": [{**body, "sentAt": "2025-03-04T05:09:30Z", "receivedAt": "2025-03-04T05:09:31Z"}]},
+        {"batch": [body], "sentAt": "2025-03-04T06:00:00Z"},
+    ]
+    for attempt in attempts:
+        assert collector.post("/v1/batch", attempt).status_code == 200
+    assert collector.post("/v1/track", {**body, "sentAt": "2025-03-05T00:00:00Z"}).status_code == 200
+    assert collector.post("/v1/track", {**body, "originalTimestamp": "2025-03-04T05:07:00Z"}).status_code == 200
+    lines = collector.lines()
+    ids = [line["messageId"] for line in lines]
+    assert len(ids) == 5 and len(set(ids[:4])) == 1 and ids[4] != ids[0]
+    # The raw times are kept as received, each attempt's own.
+    assert [line.get("sentAt") for line in lines[:4]] == [
+        "2025-03-04T05:06:01Z", "2025-03-04T05:09:30Z", "2025-03-04T06:00:00Z", "2025-03-05T00:00:00Z"]
+    assert all(line["originalTimestamp"] == "2025-03-04T05:06:00Z" for line in lines[:4])
+
+
 def signed(payload: bytes, *, secret: str = SECRET, msg_id: str | None = None, age: timedelta = timedelta(0)) -> dict:
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    msg_id = f"msg_{uuid.uuid4().hex}" if msg_id is None else msg_id
     moment = datetime.now(timezone.utc) - age
     signature = Webhook(secret).sign(msg_id, moment, payload.decode())
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": signature}
@@ -300,6 +369,14 @@ def test_webhook_source_without_a_secret_is_404(collector):
     assert collector.post("/webhooks/_webhook_ids", payload, key=None, headers=signed(payload)).status_code == 404
 
 
+def test_an_empty_webhook_id_is_400_and_lands_nothing(collector):
+    """The id is what replays are deduplicated by: an empty one would make every delivery the same message."""
+    payload = b'{"event": "invoice.paid"}'
+    response = collector.post("/webhooks/billing", payload, key=None, headers=signed(payload, msg_id=""))
+    assert response.status_code == 400 and "webhook-id header is empty" in response.json()["message"]
+    assert collector.lines("billing") == []
+
+
 def test_signed_webhook_that_is_not_json_is_400(collector):
     payload = b"not json"
     assert collector.post("/webhooks/billing", payload, key=None, headers=signed(payload)).status_code == 400
@@ -355,3 +432,112 @@ def test_configuration_errors_fail_at_start_naming_the_setting():
         CollectorConfig.from_env({"CDP_WEBHOOK_SECRET_X": "whsec_"})
     with pytest.raises(ValueError, match="both Segment events and webhooks"):
         CollectorConfig.from_env({"CDP_WRITE_KEYS": "k1", "CDP_WEBHOOK_SECRET_WEB": SECRET})
+    assert config.allowed_origins == ("*",)
+    origins = CollectorConfig.from_env({"CDP_COLLECTOR_ALLOWED_ORIGINS": " https://Shop.example.com ,http://127.0.0.1:8000"})
+    assert origins.allowed_origins == ("https://shop.example.com", "http://127.0.0.1:8000")
+    for bad in ("shop.example.com", "https://shop.example.com/", "https://shop.example.com/path", "ftp://x.example"):
+        with pytest.raises(ValueError, match="CDP_COLLECTOR_ALLOWED_ORIGINS"):
+            CollectorConfig.from_env({"CDP_COLLECTOR_ALLOWED_ORIGINS": bad})
+    limits = CollectorConfig.from_env({"CDP_COLLECTOR_HEADER_TIMEOUT": "2.5", "CDP_COLLECTOR_MAX_CONNECTIONS": "50"}).limits
+    assert (limits.header_timeout, limits.body_timeout, limits.max_connections) == (2.5, 30.0, 50)
+    for name, bad in [("CDP_COLLECTOR_BODY_TIMEOUT", "0"), ("CDP_COLLECTOR_BODY_TIMEOUT", "nan"),
+                      ("CDP_COLLECTOR_HEADER_TIMEOUT", "soon"), ("CDP_COLLECTOR_MAX_CONNECTIONS", "1.5")]:
+        with pytest.raises(ValueError, match=name):
+            CollectorConfig.from_env({name: bad})
+
+
+class Lines(logging.Handler):
+    """The collector's log lines, as formatted."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def collector_log():
+    """Attached after the collector started: uvicorn's logging set-up replaces the logger's handlers."""
+    handler = Lines()
+    logger = logging.getLogger("cdp_resources.collector")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_every_refused_request_is_one_log_line_without_payload_or_key(collector, collector_log):
+    secret_body = "PAYLOAD-MARKER-91f3"
+    refusals = [
+        (401, "/v1/batch", lambda: collector.post("/v1/batch", {"batch": [message()]}, key="wk_WRONG_SECRET_KEY")),
+        (400, "/v1/batch", lambda: collector.post("/v1/batch", b'{"batch": [{"event": "' + secret_body.encode() + b'"')),
+        (404, "/v1/nothing", lambda: collector.post(f"/v1/nothing?writeKey={KEY}", {"x": secret_body})),
+        (405, "/v1/batch", lambda: requests.get(f"{collector.url}/v1/batch", timeout=10)),
+        (413, "/v1/track", lambda: collector.post("/v1/track", message(properties={"blob": secret_body * 3000}))),
+        (400, "/webhooks/billing", lambda: collector.post("/webhooks/billing", b"{}", key=None, headers=signed(b"{}", msg_id=""))),
+    ]
+    for status, path, send in refusals:
+        response = send()
+        assert response.status_code == status and response.json()["success"] is False
+    assert collector.post("/v1/batch", {"batch": [message()]}).status_code == 200  # not a refusal: no line
+    assert len(collector_log.lines) == len(refusals), collector_log.lines
+    for (status, path, _), line in zip(refusals, collector_log.lines):
+        assert line.startswith(f"refused {status} ") and f" {path} from 127.0.0.1:" in line, line
+        assert "\n" not in line and len(line) < 600
+    text = "\n".join(collector_log.lines)
+    assert secret_body not in text and KEY not in text and "WRONG_SECRET" not in text
+    assert "unknown write key" in text and "not valid JSON" in text and "larger than the limit" in text
+
+
+def test_browsers_on_other_origins_may_send_by_default(collector, collector_log):
+    """What a browser does before posting with an `Authorization` header: the preflight, then the post."""
+    preflight = requests.options(f"{collector.url}/v1/t", timeout=10, headers={
+        "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-retry-count,anonymousid"})
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] in ("*", "https://shop.example.com")
+    allowed = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-retry-count", "anonymousid"} <= allowed
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    for path in ("/v1/batch", "/v1/t", "/v1/i", "/v1/p", "/v1/identify"):
+        body = {"batch": [message()]} if path == "/v1/batch" else {k: v for k, v in message().items() if k != "type"}
+        response = collector.post(path, body, headers={"Origin": "https://shop.example.com"})
+        assert response.status_code == 200 and response.headers["access-control-allow-origin"] in ("*", "https://shop.example.com")
+    refused = collector.post("/v1/batch", {"batch": "no"}, headers={"Origin": "https://shop.example.com"})
+    assert refused.status_code == 400 and "access-control-allow-origin" in refused.headers  # the SDK can read why
+    assert len(collector.lines()) == 5
+    assert "access-control-allow-origin" not in requests.get(collector.url + "/health", headers={"Origin": "https://x.example"}, timeout=10).headers
+
+
+def test_allowed_origins_are_configurable_and_others_refused(tmp_path, monkeypatch, collector_log):
+    monkeypatch.setenv("CDP_WRITE_KEYS", KEY)
+    monkeypatch.setenv("CDP_COLLECTOR_ALLOWED_ORIGINS", "https://shop.example.com, http://localhost:3000")
+    server, thread, url = start_server(tmp_path / "data")
+    logging.getLogger("cdp_resources.collector").addHandler(collector_log)
+    try:
+        def preflight(origin):
+            return requests.options(f"{url}/v1/batch", timeout=10, headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+
+        def post(origin):
+            return requests.post(f"{url}/v1/batch", json={"batch": [message()]}, auth=(KEY, ""), timeout=10,
+                                 headers={"Origin": origin})
+
+        for origin in ("https://shop.example.com", "http://localhost:3000"):
+            ok = preflight(origin)
+            assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin
+            assert "origin" in ok.headers["vary"].lower()
+            answer = post(origin)
+            assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == origin
+        for origin in ("https://evil.example.com", "http://localhost:3001", "null"):
+            refused = preflight(origin)
+            assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+            assert post(origin).status_code == 403  # a beacon needs no preflight: refused all the same
+        # Servers and SDKs outside a browser send no Origin: unaffected.
+        assert requests.post(f"{url}/v1/batch", json={"batch": [message()]}, auth=(KEY, ""), timeout=10).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert len(Collector(url, tmp_path / "data").lines()) == 3
+    assert sum("refused 403 " in line and "CDP_COLLECTOR_ALLOWED_ORIGINS" in line for line in collector_log.lines) == 6
