@@ -34,10 +34,10 @@ class Collector:
     url: str
     data_dir: Path
 
-    def post(self, path: str, body=None, *, key: str | None = KEY, **kwargs) -> requests.Response:
+    def post(self, path: str, body=None, *, key: str | None = KEY, timeout: float = 10, **kwargs) -> requests.Response:
         if body is not None:
             kwargs["data"] = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return requests.post(self.url + path, auth=(key, "") if key else None, timeout=10, **kwargs)
+        return requests.post(self.url + path, auth=(key, "") if key else None, timeout=timeout, **kwargs)
 
     def lines(self, source: str = "web") -> list[dict]:
         return [json.loads(line) for path in landed_files(self.data_dir, source) for line in path.read_text().splitlines()]
@@ -400,6 +400,63 @@ def test_concurrent_requests_share_files_and_every_file_is_complete(collector):
             if path.suffix == ".jsonl":
                 assert path.read_bytes().endswith(b"\n")
                 assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+BIG_BATCH = {"batch": [message(properties={"blob": "x" * 300}) for _ in range(1050)]}  # ~467 KB, under 500 KB
+
+
+def timed_post(collector: Collector, body: dict) -> tuple[float, float]:
+    """(seconds it took, monotonic time of the answer); asserts a 200."""
+    began = time.monotonic()
+    response = collector.post("/v1/batch", body, timeout=60)
+    assert response.status_code == 200, response.text
+    return time.monotonic() - began, time.monotonic()
+
+
+def test_slow_work_on_big_batches_does_not_hold_up_a_small_request(collector, monkeypatch):
+    """Unpacking a ~467 KB batch takes CPU time (here 0.4 s, as on a busy machine): that work must not stop
+    the server from answering a small request that arrives meanwhile."""
+    from cdp_resources.collector import segment
+
+    assert 400_000 < len(json.dumps(BIG_BATCH)) < 500 * 1024
+    unpack = segment.landing_lines
+
+    def slow_unpack(messages, *args, **kwargs):
+        if len(messages) > 100:
+            time.sleep(0.4)
+        return unpack(messages, *args, **kwargs)
+
+    monkeypatch.setattr(segment, "landing_lines", slow_unpack)
+    with ThreadPoolExecutor(4) as pool:
+        bigs = [pool.submit(timed_post, collector, BIG_BATCH) for _ in range(4)]
+        time.sleep(0.2)
+        small, _ = timed_post(collector, {"batch": [message()]})
+        big_times = [future.result()[0] for future in bigs]
+    assert small < 0.3 and min(big_times) > 0.4, (small, big_times)
+    assert len(collector.lines()) == 4 * 1050 + 1
+
+
+def test_a_small_request_is_not_written_behind_big_batches(collector, monkeypatch):
+    """On a slow disk (an fsync of a big file takes 1 s) a small request waits for the write under way, but
+    not for the big batches that were waiting with it: those are written after it, on their own."""
+    fsync = os.fsync
+
+    def slow_fsync(fd):
+        if os.fstat(fd).st_size > 64 * 1024:
+            time.sleep(1)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(timed_post, collector, BIG_BATCH)
+        time.sleep(0.3)  # the first batch is being written
+        waiting = [pool.submit(timed_post, collector, BIG_BATCH) for _ in range(2)]
+        time.sleep(0.2)
+        _, small_done = timed_post(collector, {"batch": [message()]})
+        done = [future.result()[1] for future in waiting]
+        first.result()
+    assert small_done + 0.5 < max(done), (small_done, done)
+    assert len(collector.lines()) == 3 * 1050 + 1
 
 
 def test_a_failed_write_is_503_and_leaves_no_file(collector, monkeypatch):
