@@ -598,3 +598,72 @@ def test_allowed_origins_are_configurable_and_others_refused(tmp_path, monkeypat
         thread.join(10)
     assert len(Collector(url, tmp_path / "data").lines()) == 3
     assert sum("refused 403 " in line and "CDP_COLLECTOR_ALLOWED_ORIGINS" in line for line in collector_log.lines) == 6
+
+
+def raw_connection(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    return sock
+
+
+def answer_and_close(sock: socket.socket, wait: float = 5) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and after how many seconds."""
+    began, received = time.monotonic(), b""
+    sock.settimeout(wait)
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received, time.monotonic() - began
+
+
+def test_connection_level_refusals_are_answered_once_and_logged_once(tmp_path, monkeypatch, collector_log):
+    """What never reaches the app: headers too slow, too big, not HTTP, too many connections."""
+    monkeypatch.setenv("CDP_WRITE_KEYS", KEY)
+    monkeypatch.setenv("CDP_COLLECTOR_HEADER_TIMEOUT", "0.5")
+    monkeypatch.setenv("CDP_COLLECTOR_MAX_CONNECTIONS", "4")
+    server, thread, url = start_server(tmp_path / "data")
+    uvicorn_log = Lines()
+    for name in ("cdp_resources.collector", "uvicorn.error"):
+        logging.getLogger(name).addHandler(uvicorn_log if name == "uvicorn.error" else collector_log)
+    try:
+        idle = raw_connection(url)  # connects, says nothing: closed quietly at the deadline
+        data, after = answer_and_close(idle)
+        assert data == b"" and 0.4 < after < 2
+
+        partial = raw_connection(url)
+        partial.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
+        data, after = answer_and_close(partial)
+        assert data.startswith(b"HTTP/1.1 408 ") and b"no complete request headers within 0.5 s" in data and after < 2
+
+        huge = raw_connection(url)
+        huge.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 70_000)
+        data, _ = answer_and_close(huge)
+        assert data.startswith(b"HTTP/1.1 431 ")
+
+        garbage = raw_connection(url)
+        garbage.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        data, _ = answer_and_close(garbage)
+        assert data.startswith(b"HTTP/1.1 400 ")
+
+        # Four slots: three connections sit on unfinished headers; a client's request still gets through,
+        # then the next newcomer takes the place of the one that waited longest.
+        slow = [raw_connection(url) for _ in range(3)]
+        for sock in slow:
+            sock.sendall(b"POST /v1/batch HTTP/1.1\r\n")
+        time.sleep(0.1)
+        with requests.Session() as client:
+            assert client.post(f"{url}/v1/batch", json={"batch": [message()]}, auth=(KEY, "")).status_code == 200
+            extra = raw_connection(url)
+            data, _ = answer_and_close(slow[0], wait=2)
+            assert data.startswith(b"HTTP/1.1 503 ") and b"waiting longest" in data
+            assert client.post(f"{url}/v1/batch", json={"batch": [message()]}, auth=(KEY, "")).status_code == 200
+        for sock in [*slow, extra, idle, partial, huge, garbage]:
+            sock.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    refused = [line for line in collector_log.lines if line.startswith("refused ")]
+    statuses = [line.split()[1] for line in refused]
+    assert statuses[:4] == ["408", "431", "400", "503"], refused
+    assert all(" connection from 127.0.0.1:" in line for line in refused)
+    assert not any("Invalid HTTP request" in line for line in uvicorn_log.lines)  # said once, by us
+    assert len(Collector(url, tmp_path / "data").lines()) == 2
