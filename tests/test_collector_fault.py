@@ -113,6 +113,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
         if path.is_file() and not path.name.startswith("."):  # dot files are unacknowledged temp files
             assert path.suffix == ".jsonl", path
             landed.update(json.loads(line)["messageId"] for line in path.read_text().splitlines())
+    print(f"\nSIGKILL under load: {acked_before_kill} acknowledged before the kill, {len(acked)} in all, "
+          f"{len(acked - landed)} of them missing on disk; {len(landed - acked)} stored but not acknowledged")
     assert acked - landed == set()
 
 
