@@ -22,7 +22,7 @@ import uvicorn
 from standardwebhooks import Webhook
 
 from cdp_resources.collector import create_app
-from cdp_resources.collector.server import server_config
+from cdp_resources.collector.server import server_options
 
 KEY, MOBILE_KEY = "wk_test_web", "wk_test_mobile"
 SECRET = "whsec_" + base64.b64encode(b"billing-secret-for-tests-0123456").decode()
@@ -51,7 +51,8 @@ def start_server(data_dir: Path):
     """The collector as `cdp collect` configures it (limits from the environment), on a free port, in a thread."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(server_config(create_app(data_dir), log_level="warning"))
+    app = create_app(data_dir)
+    server = uvicorn.Server(uvicorn.Config(app, **server_options(app), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

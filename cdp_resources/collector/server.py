@@ -20,23 +20,20 @@ log = logging.getLogger("cdp_resources.collector")
 RESERVED_FILES = 64  # descriptors kept for landing files, the webhook index, logs: never given to clients
 
 
-def server_config(app: Starlette, host: str = "127.0.0.1", port: int = 8088, **options) -> uvicorn.Config:
-    """uvicorn's configuration for `app`, with the limits of `app.state.config` enforced per connection."""
+def server_options(app: Starlette) -> dict:
+    """uvicorn settings for `app`, with the limits of `app.state.config` enforced per connection."""
     limits = app.state.config.limits
     max_connections = min(limits.max_connections, open_files_limit() - RESERVED_FILES)
     if max_connections < limits.max_connections:
         log.warning("at most %d connections: the open-files limit (ulimit -n) leaves no more", max_connections)
     guarded = Limits(limits.header_timeout, limits.body_timeout, max(max_connections, 1))
-    settings = dict(
-        host=host,
-        port=port,
+    return dict(
         http=guarded_protocol(guarded),
         access_log=False,  # one log line per event would cost more than landing it; refusals are logged
         server_header=False,
         timeout_graceful_shutdown=10,
         log_config=log_config(),
     )
-    return uvicorn.Config(app, **(settings | options))
 
 
 def log_config() -> dict:
@@ -62,7 +59,8 @@ def open_files_limit() -> int:
 
 def serve(host: str = "127.0.0.1", port: int = 8088, data_dir: str | Path | None = None) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests still get their durable answer before exit."""
-    uvicorn.Server(server_config(create_app(data_dir), host, port)).run()
+    app = create_app(data_dir)
+    uvicorn.run(app, host=host, port=port, **server_options(app))
 
 
 def main(argv: list[str] | None = None) -> None:
