@@ -178,6 +178,11 @@ def test_unauthorized_without_or_with_a_wrong_key(collector):
         ("/v1/batch", {"batch": [{**message(), "messageId": 17}]}, "batch[0].messageId must be a string, not a number"),
         ("/v1/batch", {"batch": [{**message(), "messageId": ["a"]}]}, "batch[0].messageId must be a string, not an array"),
         ("/v1/track", {**message(), "messageId": True}, "the message.messageId must be a string, not a boolean"),
+        # Over 64 KB: unpacked on the parser thread, refused the same way.
+        ("/v1/batch", {"batch": [message(properties={"blob": "x" * 1000}) for _ in range(80)] + [{"event": "x"}]},
+         "batch[80] has no `type`"),
+        ("/v1/batch", b'{"batch": [' + b",".join([json.dumps(message(properties={"b": "y" * 900})).encode()] * 80)
+         + b', {"type": "track", "x": NaN}]}', "NaN is not JSON"),
     ],
 )
 def test_bad_requests_are_400_with_the_reason_and_land_nothing(collector, path, body, reason):
