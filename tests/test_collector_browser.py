@@ -23,10 +23,13 @@ from test_collector import Collector, start_server
 pytestmark = pytest.mark.slow
 KEY = "wk_browser"
 
-SEGMENT_PAGE = """<!doctype html><html><head><title>shop</title>
-<script src="/analytics-next/bundles/index.js"></script></head><body>
+# One page with both SDKs (one browser start instead of two), each as its own documentation sets it up.
+SHOP_PAGE = """<!doctype html><html><head><title>shop</title>
+<script src="/analytics-next/bundles/index.js"></script>
+<script src="/rudderstack/rsa.js"></script></head><body>
 <script>
-window.result = null;
+window.segment = null;
+window.rudderstack = null;
 (async () => {
   try {
     // As a site using @segment/analytics-next would: the collector as the API host; the settings come from
@@ -39,35 +42,30 @@ window.result = null;
       await analytics.track("product_viewed", {product_id: "sku_7", price: 12.5}),
       await analytics.page("shop", "home"),
     ];
-    window.result = {ids: calls.map((ctx) => ctx.event.messageId), anonymousId: analytics.user().anonymousId(),
-                     failed: calls.map((ctx) => ctx.failedDelivery() ? String(ctx.failedDelivery().reason) : null)};
+    window.segment = {ids: calls.map((ctx) => ctx.event.messageId), anonymousId: analytics.user().anonymousId(),
+                      failed: calls.map((ctx) => ctx.failedDelivery() ? String(ctx.failedDelivery().reason) : null)};
   } catch (error) {
-    window.result = {error: String(error)};
+    window.segment = {error: String(error)};
   }
 })();
-</script></body></html>"""
 
-RUDDERSTACK_PAGE = """<!doctype html><html><head><title>shop</title>
-<script src="/rudderstack/rsa.js"></script></head><body>
-<script>
-window.result = null;
 const ids = [];
-const analytics = new rudderanalytics.RudderAnalytics();
+const rudder = new rudderanalytics.RudderAnalytics();
 // The collector as the data plane; the source config that RudderStack's control plane would serve is given
 // inline, with no destinations.
-analytics.load("%(key)s", "%(collector_url)s", {
+rudder.load("%(key)s", "%(collector_url)s", {
   getSourceConfig: () => ({source: {id: "web", name: "web", enabled: true, workspaceId: "cdp", config: {},
                                     destinations: []}}),
   onLoaded: () => {
-    analytics.identify("user-rs", {email: "bob.browser@example.com"}, (message) => ids.push(message.messageId));
-    analytics.track("product_added", {product_id: "sku_9", price: 3}, (message) => ids.push(message.messageId));
-    analytics.page("shop", "cart", (message) => ids.push(message.messageId));
+    rudder.identify("user-rs", {email: "bob.browser@example.com"}, (message) => ids.push(message.messageId));
+    rudder.track("product_added", {product_id: "sku_9", price: 3}, (message) => ids.push(message.messageId));
+    rudder.page("shop", "cart", (message) => ids.push(message.messageId));
   },
 });
 const wait = setInterval(() => {
   if (ids.length === 3) {
     clearInterval(wait);
-    window.result = {ids, anonymousId: analytics.getAnonymousId()};
+    window.rudderstack = {ids, anonymousId: rudder.getAnonymousId()};
   }
 }, 50);
 </script></body></html>"""
@@ -91,10 +89,8 @@ class SiteHandler(BaseHTTPRequestHandler):
         fields = {"key": KEY, "collector_url": self.server.collector_url,
                   "collector_host": self.server.collector_url.removeprefix("http://")}
         path = self.path.split("?")[0]
-        if path == "/segment.html":
-            self.answer(SEGMENT_PAGE % fields, "text/html")
-        elif path == "/rudderstack.html":
-            self.answer(RUDDERSTACK_PAGE % fields, "text/html")
+        if path == "/shop.html":
+            self.answer(SHOP_PAGE % fields, "text/html")
         elif path.startswith("/analytics-next/bundles/") and "/" not in path.removeprefix("/analytics-next/bundles/"):
             bundle = sdk_file("@segment/analytics-next/dist/umd") / path.rsplit("/", 1)[1]
             self.answer(bundle.read_bytes() if bundle.is_file() else None, "text/javascript")
@@ -122,16 +118,17 @@ class SiteHandler(BaseHTTPRequestHandler):
         pass
 
 
-def run_page(site: Site, page: str) -> dict:
-    out = drive(f"{site.origin}/{page}", [
-        {"wait_for_function": "window.result !== null"},
-        {"evaluate": "JSON.stringify(window.result)", "as": "result"},
+def run_shop_page(site: Site) -> tuple[dict, dict]:
+    """What each SDK reported on the page: message ids, anonymous id (or the error)."""
+    out = drive(f"{site.origin}/shop.html", [
+        {"wait_for_function": "window.segment !== null && window.rudderstack !== null"},
+        {"evaluate": "JSON.stringify([window.segment, window.rudderstack])", "as": "result"},
     ], timeout_s=30)
     assert out["ok"], out
     assert out["failed_requests"] == [], out["failed_requests"]
-    result = json.loads(out["values"]["result"])
-    assert "error" not in result, (result, out["console"])
-    return result
+    segment, rudderstack = json.loads(out["values"]["result"])
+    assert "error" not in segment and "error" not in rudderstack, (segment, rudderstack, out["console"])
+    return segment, rudderstack
 
 
 def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_path, monkeypatch):
@@ -146,8 +143,7 @@ def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_pa
     site_thread = threading.Thread(target=site.serve_forever, daemon=True)
     site_thread.start()
     try:
-        segment = run_page(site, "segment.html")
-        rudderstack = run_page(site, "rudderstack.html")
+        segment, rudderstack = run_shop_page(site)
         collector = Collector(url, data_dir)
         sent = set(segment["ids"]) | set(rudderstack["ids"])
         lines = wait_for_lines(collector, len(sent))
