@@ -40,11 +40,13 @@ def guarded_protocol(limits: Limits) -> type[HttpProtocol]:
             self._deadline = None
             self._armed_for = None
             self._header_bytes = 0
+            self._heard = False  # any byte since armed: a request under way, not an idle connection
             if len(self.connections) > limits.max_connections and not self._make_room():
                 return
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            self._heard = True
             super().data_received(data)
             if self.transport.is_closing():
                 return
@@ -77,7 +79,7 @@ def guarded_protocol(limits: Limits) -> type[HttpProtocol]:
 
         def _arm(self) -> None:
             self._disarm()
-            self._armed_for, self._header_bytes = self.cycle, 0
+            self._armed_for, self._header_bytes, self._heard = self.cycle, 0, False
             self._deadline = self.loop.call_later(limits.header_timeout, self._headers_late)
             unfinished[self] = time.monotonic()
 
@@ -89,11 +91,7 @@ def guarded_protocol(limits: Limits) -> type[HttpProtocol]:
 
         def _headers_late(self) -> None:
             self._deadline = None
-            if self._header_bytes:
-                self._refuse(408, f"no complete request headers within {limits.header_timeout:g} s")
-            else:  # opened, or kept alive, and then nothing: closed without a word, as uvicorn's keep-alive does
-                self._disarm()
-                self.transport.close()
+            self._drop(408, f"no complete request headers within {limits.header_timeout:g} s")
 
         def _make_room(self) -> bool:
             """Drop the connection waiting longest for a complete request; if none is, refuse this one."""
@@ -102,11 +100,20 @@ def guarded_protocol(limits: Limits) -> type[HttpProtocol]:
                 self._refuse(503, f"{len(self.connections) - 1} connections are open and busy (CDP_COLLECTOR_MAX_CONNECTIONS)")
                 return False
             waited = time.monotonic() - unfinished[victim]
-            victim._refuse(
+            victim._drop(
                 503, f"{len(self.connections) - 1} connections are open (CDP_COLLECTOR_MAX_CONNECTIONS): "
                      f"dropped the one waiting longest ({waited:.1f} s) for a complete request"
             )
             return True
+
+        def _drop(self, status: int, reason: str) -> None:
+            """Refuse a request under way; an idle connection (opened or kept alive, then nothing) is closed
+            without a word, as uvicorn's keep-alive timeout does: no request was refused."""
+            if self._heard:
+                self._refuse(status, reason)
+            else:
+                self._disarm()
+                self.transport.close()
 
         def _refuse(self, status: int, reason: str) -> None:
             """Answer `status` before (or instead of) a request, log it, close."""
