@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -118,17 +118,20 @@ class SiteHandler(BaseHTTPRequestHandler):
         pass
 
 
-def run_shop_page(site: Site) -> tuple[dict, dict]:
-    """What each SDK reported on the page: message ids, anonymous id (or the error)."""
+def run_shop_page(site: Site) -> tuple[dict, dict, list[str]]:
+    """What each SDK reported on the page (message ids, anonymous id, or the error), and every URL the page
+    loaded or sent to (the browser's resource timing: scripts, fetch and XHR)."""
     out = drive(f"{site.origin}/shop.html", [
         {"wait_for_function": "window.segment !== null && window.rudderstack !== null"},
+        {"sleep_ms": 500},  # the SDKs' posts after the last call
         {"evaluate": "JSON.stringify([window.segment, window.rudderstack])", "as": "result"},
+        {"evaluate": "JSON.stringify(performance.getEntriesByType('resource').map((entry) => entry.name))", "as": "urls"},
     ], timeout_s=30)
     assert out["ok"], out
     assert out["failed_requests"] == [], out["failed_requests"]
     segment, rudderstack = json.loads(out["values"]["result"])
     assert "error" not in segment and "error" not in rudderstack, (segment, rudderstack, out["console"])
-    return segment, rudderstack
+    return segment, rudderstack, json.loads(out["values"]["urls"])
 
 
 def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_path, monkeypatch):
@@ -143,7 +146,7 @@ def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_pa
     site_thread = threading.Thread(target=site.serve_forever, daemon=True)
     site_thread.start()
     try:
-        segment, rudderstack = run_shop_page(site)
+        segment, rudderstack, urls = run_shop_page(site)
         collector = Collector(url, data_dir)
         sent = set(segment["ids"]) | set(rudderstack["ids"])
         lines = wait_for_lines(collector, len(sent))
@@ -161,8 +164,9 @@ def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_pa
     assert {line["anonymousId"] for line in by_library["analytics.js"]} == {segment["anonymousId"]}
     assert {line["anonymousId"] for line in by_library["RudderLabs JavaScript SDK"]} == {rudderstack["anonymousId"]}
     assert all("writeKey" not in line and line["source"] == "web" for line in lines)
-    # Every request the pages made went to the site or the collector (none failed: see run_page).
-    assert f"/v1/projects/{KEY}/settings" in site.requested
+    # Nothing left the machine: every URL the page used is the site's or the collector's (and none failed).
+    assert all(u.startswith((site.origin + "/", url + "/")) for u in urls), urls
+    assert any(u.startswith(url + "/v1/") for u in urls) and f"/v1/projects/{KEY}/settings" in site.requested
 
     events = events_in_warehouse(data_dir)
     assert set(events) == sent
@@ -172,8 +176,6 @@ def test_browser_sdks_on_another_origin_land_events_that_reach_cdp_events(tmp_pa
 
 def wait_for_lines(collector: Collector, count: int, seconds: float = 10) -> list[dict]:
     """The SDKs send after their calls return: wait for the lines to land."""
-    import time
-
     deadline = time.monotonic() + seconds
     while len(lines := collector.lines()) < count and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -184,4 +186,4 @@ def test_the_page_server_serves_the_bundles_the_pages_name():
     """Guards the paths above against an npm layout change: a missing bundle would only show as a timeout."""
     require_browser()
     assert (sdk_file("@segment/analytics-next/dist/umd") / "index.js").is_file()
-    assert Path(sdk_file("@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js")).is_file()
+    assert sdk_file("@rudderstack/analytics-js/dist/npm/modern/bundled/umd/index.js").is_file()

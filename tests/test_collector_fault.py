@@ -51,7 +51,7 @@ def start(port: int, data_dir: Path, env: dict | None = None, stderr: Path | Non
 
 
 class Sender(threading.Thread):
-    """Sends batches of 10 until told to stop (or 20k messages), remembering every id that got a 200."""
+    """Sends batches of 10 until told to stop (or 20k messages, or 90 s), remembering every id that got a 200."""
 
     def __init__(self, url: str, acked: set[str], lock: threading.Lock, stop: threading.Event):
         super().__init__(daemon=True)
@@ -61,7 +61,7 @@ class Sender(threading.Thread):
     def run(self) -> None:
         session = requests.Session()
         session.auth = (KEY, "")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 90  # a safety net: the test stops them; a restart under load takes seconds
         while not self.stop.is_set() and self.sent < 20_000 and time.monotonic() < deadline:
             batch = [{"type": "track", "event": "tick", "anonymousId": "a", "messageId": str(uuid.uuid4())} for _ in range(10)]
             self.sent += len(batch)
@@ -98,7 +98,7 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path):
         server.wait(10)
         acked_before_kill = len(acked)
         server = start(port, data_dir)
-        wait_for(lambda: len(acked) >= acked_before_kill + 2000, 10)
+        wait_for(lambda: len(acked) >= acked_before_kill + 2000, 30)
     finally:
         stop.set()
         for sender in senders:
