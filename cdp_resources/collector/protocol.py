@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import zlib
 from datetime import datetime
 
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from cdp_resources.collector.landing import LandingWriter, Line
 
-_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large",
-          415: "unsupported_encoding", 503: "unavailable"}
+log = logging.getLogger("cdp_resources.collector")
+
+_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_encoding",
+          431: "headers_too_large", 499: "client_closed_request", 503: "unavailable"}
+CLOSE = {"Connection": "close"}  # the rest of the request is not read: the connection cannot carry another
 
 
 class RequestError(Exception):
@@ -27,22 +34,54 @@ class RequestError(Exception):
 
 async def error_response(request: Request, exc: RequestError) -> JSONResponse:
     # `code` and `message` are what the Segment and RudderStack SDKs log on a failed upload.
-    body = {"success": False, "code": _CODES.get(exc.status, "error"), "message": exc.message}
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+    log_refusal(exc.status, exc.message, request.client, request.method, request.url.path)
+    return JSONResponse(refusal_body(exc.status, exc.message), status_code=exc.status, headers=exc.headers)
 
 
-async def read_body(request: Request, limit: int, what: str) -> bytes:
-    """The body, gunzipped when `Content-Encoding: gzip`; over `limit` bytes either way is a 413."""
+def refusal_body(status: int, message: str) -> dict:
+    return {"success": False, "code": _CODES.get(status, "error"), "message": message}
+
+
+async def http_error_response(request: Request, exc: HTTPException) -> JSONResponse:
+    """The router's own refusals (no such path, wrong method) answered and logged like ours."""
+    return await error_response(request, RequestError(exc.status_code, exc.detail, exc.headers))
+
+
+def log_refusal(status: int, reason: str, client, method: str | None, path: str | None) -> None:
+    """One line per refused request: status, what, who and why. Never a body, a query string or a header
+    value other than `Origin`: write keys travel in those. A client that left (499) was not refused."""
+    address = f"{client[0]}:{client[1]}" if client else "unknown"
+    what = f"{method} {_printable(path, 200)}" if method else "connection"
+    level = logging.DEBUG if status == 499 else logging.WARNING
+    log.log(level, "refused %s %s from %s: %s", status, what, address, _printable(reason, 300))
+
+
+def _printable(text: str | None, limit: int) -> str:
+    """One line of bounded length whatever a client put in it."""
+    text = "" if text is None else str(text)
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+async def read_body(request: Request, limit: int, what: str, timeout: float) -> bytes:
+    """The body, gunzipped when `Content-Encoding: gzip`; over `limit` bytes either way is a 413, and not
+    all there within `timeout` seconds a 408 (a client trickling a body holds the connection no longer)."""
     too_large = RequestError(413, f"{what} is larger than the limit of {limit} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"{what} did not arrive within {timeout:g} s", CLOSE) from None
+    except ClientDisconnect:
+        raise RequestError(499, f"the client closed the connection before sending all of {what}") from None
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
@@ -53,16 +92,24 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
 
 
 def _gunzip(data: bytes, limit: int, too_large: RequestError) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)  # bounded: a small gzip bomb cannot fill memory
-    except zlib.error as exc:
-        raise RequestError(400, f"body is not valid gzip: {exc}") from exc
-    if len(out) > limit:
-        raise too_large
-    if not inflater.eof:
-        raise RequestError(400, "body is not valid gzip: truncated")
-    return out
+    """Every member of a gzip stream (RFC 1952 allows several, concatenated), or a 400 saying what is wrong."""
+    out, size, member = [], 0, 1
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(data, limit + 1 - size)  # bounded: a small gzip bomb cannot fill memory
+        except zlib.error as exc:
+            raise RequestError(400, f"body is not valid gzip (member {member}): {exc}") from exc
+        size += len(part)
+        if size > limit:
+            raise too_large
+        if not inflater.eof:
+            raise RequestError(400, f"body is not valid gzip (member {member}): truncated")
+        out.append(part)
+        data = inflater.unused_data
+        if not data.strip(b"\0"):  # the end, or the zero padding gzip(1) also tolerates
+            return b"".join(out)
+        member += 1
 
 
 def parse_json(data: bytes) -> object:
@@ -91,11 +138,15 @@ def dumps(value: object) -> bytes:
 
 
 async def land(writer: LandingWriter, lines: list[Line]) -> list[bool]:
-    """Wait until `lines` are on disk; a failed write is a 503 so the client retries (nothing was acknowledged)."""
+    """Wait until `lines` are on disk; a failed write is a 503 so the client retries (nothing was acknowledged).
+
+    Every endpoint lands through here: when this returns, `lines` are durable (those marked True new), which
+    makes it the one place to hand acknowledged lines on to anything else."""
     try:
-        return await writer.write(lines)
+        landed = await writer.write(lines)
     except (OSError, RuntimeError) as exc:
         raise RequestError(503, f"could not land the data, retry later: {exc}") from exc
+    return landed
 
 
 def iso_z(moment: datetime) -> str:

@@ -27,7 +27,9 @@ def webhook_route(config: CollectorConfig, writer: LandingWriter) -> Route:
         verifier = config.webhook(source)
         if verifier is None:
             raise RequestError(404, f"no webhook secret is configured for source {source!r}")
-        raw = await read_body(request, MAX_WEBHOOK_BYTES, "a webhook body")
+        if not request.headers.get("webhook-id", "x").strip():  # a missing header is the verifier's 401
+            raise RequestError(400, "webhook-id header is empty: it is what replays are deduplicated by")
+        raw = await read_body(request, MAX_WEBHOOK_BYTES, "a webhook body", config.limits.body_timeout)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
