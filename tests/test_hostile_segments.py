@@ -25,7 +25,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def alias_bomb(name: str) -> bytes:
-    """"Billion laughs": nine levels of nine aliases, 9**9 conditions once expanded, in 641 bytes."""
+    """'Billion laughs': nine levels of nine aliases, 9**9 conditions once expanded, in about 650 bytes."""
     lines = [f"name: {name}", "where:", "  all:", "    - &a0 {trait: total_revenue, op: gt, value: 1}"]
     for level in range(1, 10):
         lines.append(f"    - &a{level} {{all: [" + ", ".join([f"*a{level - 1}"] * 9) + "]}")
