@@ -14,7 +14,7 @@ from dagster import MetadataValue
 NON_PERSONAL = frozenset({
     "source", "file", "line_no", "event_id", "event_type", "event_name", "occurred_at", "received_at",
     "observed_at", "first_seen_at", "last_seen_at", "left_type", "right_type", "identifier_type", "trait",
-    "kind", "segment", "change", "changed_at", "status", "partition",
+    "kind", "segment", "change", "changed_at", "status", "partition", "partition_key", "loaded_at", "source_rank",
 })
 REASON_COLUMNS = frozenset({"reason", "reasons"})  # `code: detail`: the code is shown, the detail is not
 HIDDEN = "‹hidden›"

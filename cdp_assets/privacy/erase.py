@@ -95,8 +95,9 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
     erased = KnownValues(spellings | persons)
     rows_deleted, values_scrubbed = _erase_rows(con, persons, erased)
     removed = rewritten = scrubbed = 0
+    database = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     for path in sorted(data_dir.rglob("*")):
-        if not path.is_file() or path.relative_to(data_dir).parts[0] in SKIPPED or _is_warehouse(path, con):
+        if not path.is_file() or path.relative_to(data_dir).parts[0] in SKIPPED or _is_warehouse(path, database):
             continue
         records, strings = erase_from_file(path, erased)
         removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
@@ -117,9 +118,8 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
     return audit
 
 
-def _is_warehouse(path: Path, con) -> bool:
+def _is_warehouse(path: Path, database: Path) -> bool:
     """The warehouse file and its companions (WAL, lock, spill directory): handled by `rewrite_database`."""
-    database = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     return path.name.startswith(database.name) and (path.parent == database.parent or database.name + ".tmp" in path.parts)
 
 

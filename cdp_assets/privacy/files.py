@@ -88,6 +88,8 @@ def erase_from_file(path: Path, erased: KnownValues) -> tuple[int, int]:
         text = (gzip.decompress(raw) if zipped else raw).decode("utf-8")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError):
         return _erase_unreadable(path, raw, zipped, erased)
+    if not erased.may_hold(text):
+        return 0, 0
     if path.suffix == ".csv":
         changed, removed, scrubbed = _erase_csv(text, erased)
     elif path.suffix in DATA_SUFFIXES or path.name.startswith("."):  # data, and temp files of data
@@ -125,7 +127,7 @@ def _erase_json(text: str, erased: KnownValues, whole: bool) -> tuple[str, int, 
             record = json.loads(line)
         except ValueError:
             record = None
-        if erased.matches_record(line):
+        if erased.matches_values(json_strings(record)) if record is not None else erased.matches_record(line):
             removed += 1
         elif record is not None and _mentioned(record, erased):
             kept.append(json.dumps(erased.scrub_strings(record), ensure_ascii=False))

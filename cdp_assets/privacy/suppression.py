@@ -105,6 +105,12 @@ class KnownValues:
         except ValueError:
             return self.matches_values(re.split(r'[\s,;"{}\[\]:]+', text))
 
+    def may_hold(self, text: str) -> bool:
+        """False when `text` certainly holds none of the values (a cheap test before parsing a file); a
+        JSON escape (`\\u0040`) could hide one, so text with escapes may."""
+        lowered = text.lower()
+        return "\\u" in text or any(v in lowered for v in self.values) or any(v in lowered for v in self.mentioned)
+
     def mentions(self, text: str) -> bool:
         return self._mention is not None and self._mention.search(text) is not None
 
