@@ -120,7 +120,7 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
 
 def _is_warehouse(path: Path, database: Path) -> bool:
     """The warehouse file and its companions (WAL, lock, spill directory): handled by `rewrite_database`."""
-    return path.name.startswith(database.name) and (path.parent == database.parent or database.name + ".tmp" in path.parts)
+    return (path.parent == database.parent and path.name.startswith(database.name)) or f"{database.name}.tmp" in path.parts
 
 
 def _spellings(con, identifiers: set[tuple[str, str]]) -> set[str]:
