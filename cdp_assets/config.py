@@ -22,13 +22,106 @@ class ConfigError(ValueError):
     """A configuration file is wrong; the message names the file and the field."""
 
 
-def read_config(path: Path) -> dict:
-    """A YAML configuration file as a mapping (empty file: {}); unreadable, invalid YAML or not a mapping
-    is a ConfigError naming the file."""
+# Bounds on any YAML file we read: a configuration is a few kilobytes written by hand. Aliases are counted
+# as the copies they stand for, so a kilobyte "billion laughs" fails at once instead of growing to gigabytes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 100
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with bounded nesting and a bounded expanded size (nodes, aliases counted as
+    copies); an alias that refers to a node containing it is refused. The pure-Python composer is used on
+    purpose: the bounds are checked while composing, before anything grows."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes once aliases are expanded
+        self._depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):  # noqa: N803 (PyYAML's naming)
+        # The scanner looks ahead over open flow collections: refuse deep ones before it does.
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def _refuse(self, mark, problem: str):
+        return yaml.composer.ComposerError(None, None, problem, mark)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise self._refuse(mark, "an alias refers to a node that contains it (a recursive document)")
+            return node
+        if self._depth >= MAX_YAML_DEPTH:
+            raise self._refuse(self.peek_event().start_mark, f"nested more than {MAX_YAML_DEPTH} levels deep")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        size = 1 + sum(self._sizes[id(child)] for child in children)
+        if size > MAX_YAML_NODES:
+            raise self._refuse(node.start_mark, f"the document expands to more than {MAX_YAML_NODES:,} values "
+                                                "(aliases count as the copies they stand for)")
+        self._sizes[id(node)] = size
+        return node
+
+
+def yaml_text(path: Path, max_bytes: int = MAX_YAML_BYTES) -> str:
+    """The text of a YAML file, refusing (ConfigError `file:line: ...`) a file over `max_bytes` or not UTF-8."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(f"{path}:1: the file is {size:,} bytes, more than the {max_bytes:,} allowed")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}:1: cannot read the file: {exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+
+
+def yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> ConfigError:
+    """A YAML error as `file:line: invalid YAML: problem`."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: it knows the offset, not the line
+        line = text[: exc.position].count("\n") + 1
+        return ConfigError(f"{path}:{line}: invalid YAML: character {exc.character!r} is not allowed ({exc.reason})")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark else 1
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    return ConfigError(f"{path}:{line}: invalid YAML: {problem}")
+
+
+def compose_yaml(path: Path, max_bytes: int = MAX_YAML_BYTES) -> yaml.Node | None:
+    """The node graph of a YAML file (with line numbers), within the bounds above; else a ConfigError."""
+    text = yaml_text(path, max_bytes)
+    try:
+        return yaml.compose(text, Loader=BoundedLoader)
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc, text) from None
+    except RecursionError:  # the bounds above should make this unreachable; never take the caller down
+        raise ConfigError(f"{path}:1: invalid YAML: nested too deeply") from None
+
+
+def read_config(path: Path) -> dict:
+    """A YAML configuration file as a mapping (empty file: {}); unreadable, too big, invalid YAML or not a
+    mapping is a ConfigError naming the file."""
+    text = yaml_text(path)
+    try:
+        document = yaml.load(text, Loader=BoundedLoader) or {}
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc, text) from None
+    except RecursionError:
+        raise ConfigError(f"{path}:1: invalid YAML: nested too deeply") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(document).__name__}")
     return document

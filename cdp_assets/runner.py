@@ -53,6 +53,8 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
     assets = list(defs.assets) + list(defs.asset_checks)
     resources = defs.resources
     summary = RunSummary()
+    if not _erase_pending(instance, resources, summary, progress):
+        return summary  # a person who asked to be erased must not flow on to profiles and destinations
     sources = load_sources()
     steps: list[tuple[str, AssetSelection, dict]] = []
     for source in sources.values():
@@ -75,7 +77,7 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
             assets, selection=selection, resources=resources, instance=instance, tags=tags,
             run_config=QUIET, raise_on_error=False,
         )
-        failed = [e.message for e in result.all_events if e.is_step_failure]
+        failed = [_step_error(e) for e in result.all_events if e.is_step_failure]
         failed += [
             f"check {c.check_name} on {c.asset_key.to_user_string()} failed"
             for c in result.get_asset_check_evaluations() if not c.passed
@@ -88,6 +90,35 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
             break
     _fill_summary(summary, resources["warehouse"])
     return summary
+
+
+def _erase_pending(instance, resources, summary: RunSummary, progress: Callable[[str], None]) -> bool:
+    """Pending erasure requests first, as a `privacy_job` run; False (and the run stops) if it fails."""
+    from cdp_assets.privacy.erase import pending_requests
+    from cdp_assets.privacy.jobs import privacy_job
+    from cdp_resources.settings import data_dir
+
+    waiting = len(pending_requests(data_dir()))
+    if not waiting:
+        return True
+    started = time.monotonic()
+    progress(f"[0] privacy: {waiting} erasure request(s) …")
+    result = privacy_job.execute_in_process(
+        instance=instance, resources={"warehouse": resources["warehouse"]}, run_config=QUIET, raise_on_error=False,
+    )
+    progress(f"[0] privacy: {'ok' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    if not result.success:
+        summary.success = False
+        summary.failures += [f"privacy: {_step_error(e)}" for e in result.all_events if e.is_step_failure] or ["privacy: run failed"]
+    return result.success
+
+
+def _step_error(event) -> str:
+    """The root cause of a step failure (a segment's `file:line: ...`), not Dagster's wrapper around it."""
+    error = getattr(event.event_specific_data, "error", None)
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else event.message
 
 
 def _fill_summary(summary: RunSummary, warehouse: WarehouseResource) -> None:

@@ -1,12 +1,13 @@
 """Posting to an HTTP destination: signed per Standard Webhooks, with an Idempotency-Key, retried.
 
 A batch is retried a few times within a delivery run: connection errors, timeouts, 408/425 and 5xx with
-exponential backoff and full jitter, a 429 after its `Retry-After`. What the answer says about the rest of
-the run is in the result:
-- `permanent`: the destination refused this payload (400, 409, 410, 413, 422); retrying will not help.
-- `stop`: the destination as a whole is not taking deliveries now (unreachable, still throttling us, or
-  refusing us with 401/403/404/405... which is a configuration problem, not the payload's): the caller
-  should leave the rest for the next run rather than spend attempts on it.
+exponential backoff and full jitter, a 429 after its `Retry-After`. What the answer says is in the result:
+- `judged`: the destination looked at this payload and refused it (a 4xx about the request: 400, 409,
+  413, 422...). Only such an answer spends one of an item's attempts; `permanent` ones (400, 413, 422)
+  will never be accepted as they are.
+- otherwise the destination was not taking deliveries (unreachable, timing out, 5xx, throttling, or
+  refusing us with 401/403/404/405/407/410, which is our configuration, not the payload): the items
+  wait, with no attempt spent. `stop` says the rest of the run should wait too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from standardwebhooks import Webhook
 
 from cdp_resources.http import backoff, retry_after
 
-PAYLOAD_REFUSED = {400, 409, 410, 413, 422}
+PAYLOAD_REFUSED = {400, 413, 422}  # judged, and never accepted as it is
+NOT_US = {401, 403, 404, 405, 407, 410}  # the destination refuses us (credentials, URL), not the payload
 TRANSIENT = {408, 425}
 
 
@@ -28,8 +30,9 @@ TRANSIENT = {408, 425}
 class PostResult:
     ok: bool
     error: str | None = None
-    permanent: bool = False
-    stop: bool = False
+    judged: bool = False  # the answer was about this payload: an attempt is spent
+    permanent: bool = False  # judged, and retrying the same payload will not help
+    stop: bool = False  # the destination is away: leave the rest of the run for later
     retries: int = 0
 
 
@@ -68,10 +71,10 @@ class HttpDelivery:
                     if wait is not None and wait > self.max_retry_after_s:
                         return PostResult(False, f"{error} (Retry-After {wait:.0f}s)", stop=True, retries=attempt - 1)
                     delay = delay if wait is None else wait
-                elif status in PAYLOAD_REFUSED:
-                    return PostResult(False, error, permanent=True, retries=attempt - 1)
-                elif 400 <= status < 500 and status not in TRANSIENT:
+                elif status in NOT_US:
                     return PostResult(False, error, stop=True, retries=attempt - 1)
+                elif 400 <= status < 500 and status not in TRANSIENT:
+                    return PostResult(False, error, judged=True, permanent=status in PAYLOAD_REFUSED, retries=attempt - 1)
                 else:
                     stop = False
             if attempt < self.tries:

@@ -121,3 +121,38 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
             [schema, name],
         ).fetchone()[0]
     )
+
+
+def rewrite_database(path: Path) -> dict[str, float]:
+    """Copy the database into a fresh file and swap it in, so that deleted rows leave no bytes behind:
+    DuckDB's DELETE and CHECKPOINT mark blocks free but do not overwrite them (its docs: compact by
+    `COPY FROM DATABASE`). Call it holding the warehouse lock, with no connection open. Readers that
+    opened the old file keep reading it until they close it; new connections see the new one.
+    Returns the sizes before and after and the seconds it took."""
+    started = time.monotonic()
+    fresh = path.with_name(path.name + ".rewrite")
+    for leftover in (fresh, Path(f"{fresh}.wal")):
+        leftover.unlink(missing_ok=True)
+    before = path.stat().st_size
+    con = duckdb.connect(str(path))
+    try:
+        catalog = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute("CHECKPOINT")
+        con.execute(f"ATTACH '{str(fresh).replace(chr(39), chr(39) * 2)}' AS cdp_rewrite")
+        con.execute(f'COPY FROM DATABASE "{catalog}" TO cdp_rewrite')
+        con.execute("DETACH cdp_rewrite")
+    finally:
+        con.close()
+    for leftover in (Path(f"{path}.wal"), Path(f"{fresh}.wal")):
+        if leftover.exists():  # a WAL beside the new file would be replayed into it: never swap then
+            fresh.unlink(missing_ok=True)
+            raise RuntimeError(f"{leftover} is still there after a checkpoint; the database was not rewritten")
+    with open(fresh, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(fresh, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return {"bytes_before": before, "bytes_after": path.stat().st_size, "seconds": round(time.monotonic() - started, 3)}

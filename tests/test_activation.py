@@ -38,12 +38,12 @@ class Receiver:
 
     Script steps, one per request: "500", "400", "401", "429" or "429:<Retry-After>", "hang" (answer
     after the client's timeout, accepting nothing), "accept-hang" (accept, then answer after the
-    timeout); then 200. Like a real receiver it verifies the signature and deduplicates by webhook-id:
+    timeout); then 200. `refuse(item)`: a batch holding an item it refuses gets `refused_status` (400). Like a real receiver it verifies the signature and deduplicates by webhook-id:
     `accepted` holds each item once, `duplicates` counts batches recognised as already accepted.
     """
 
-    def __init__(self, script=(), port: int = 0, delay_s: float = 0.0):
-        self.script, self.delay_s = list(script), delay_s
+    def __init__(self, script=(), port: int = 0, delay_s: float = 0.0, refuse=None, refused_status: str = "400"):
+        self.script, self.delay_s, self.refuse, self.refused_status = list(script), delay_s, refuse, refused_status
         self.accepted, self.seen_ids, self.arrivals = [], set(), []
         self.requests = self.duplicates = self.bad = 0
         self.lock = threading.Lock()
@@ -79,6 +79,8 @@ class Receiver:
             self.requests += 1
             self.arrivals.append(time.monotonic())
             step = self.script.pop(0) if self.script else "200"
+            if step == "200" and self.refuse and any(self.refuse(item) for item in json.loads(body)["batch"]):
+                step = self.refused_status
             key = headers["webhook-id"]
             if step in ("200", "accept-hang"):
                 if key in self.seen_ids:
@@ -121,7 +123,8 @@ def warehouse(tmp_path, monkeypatch):
 
 def _destination(**overrides) -> Destination:
     base = dict(name="hook", kind="http", url_env="CDP_TEST_HOOK_URL", segments=("vip",), events=("order_completed",),
-                fields={"email": "email", "revenue": "total_revenue"}, hash_identifiers=True, batch_size=2, max_attempts=5)
+                fields={"email": "email", "revenue": "total_revenue"}, hash_identifiers=True, batch_size=2, max_attempts=5,
+                outage_backoff_s=0)
     return Destination(**{**base, **overrides})
 
 
@@ -158,10 +161,10 @@ def test_failures_then_recovery_deliver_each_item_once_and_in_order_per_person(w
     destination = _destination()
     port = _free_port()
     refused = deliver(warehouse.connect, destination, _client(f"http://127.0.0.1:{port}/hook"))
-    # 6 changes + 1 subscribed event; nobody listens: the first batch fails, the rest waits untouched
-    assert (refused.enqueued, refused.sent, refused.failed, refused.deferred) == (7, 0, 2, 5)
+    # 6 changes + 1 subscribed event; nobody listens: the first batch waits, the rest untouched, no attempt spent
+    assert (refused.enqueued, refused.sent, refused.waited, refused.failed, refused.deferred) == (7, 0, 2, 0, 5)
     assert refused.stopped and refused.open_total == 7
-    assert sorted((s, a) for *_, s, a in _ledger(warehouse)) == [("failed", 1)] * 2 + [("pending", 0)] * 5
+    assert sorted((s, a) for *_, s, a in _ledger(warehouse)) == [("pending", 0)] * 5 + [("waiting", 0)] * 2
     receiver = Receiver(["500", "500", "429", "hang", "accept-hang", "hang", "500"], port=port)
     try:
         for _ in range(8):
@@ -187,7 +190,7 @@ def test_a_batch_whose_answer_was_lost_is_resent_as_it_was(warehouse):
     receiver = Receiver(["accept-hang", "hang"])
     try:
         first = deliver(warehouse.connect, _destination(events=(), batch_size=3), _client(receiver.url, TIMEOUT_S))
-        assert first.failed == 3 and first.sent == 1  # p3's entry does not wait behind p1 and p2
+        assert first.waited == 3 and first.sent == 1  # p3's entry does not wait behind p1 and p2
         second = deliver(warehouse.connect, _destination(events=(), batch_size=10), _client(receiver.url))
         assert second.sent == 5 and receiver.duplicates >= 1
         _assert_exactly_once_in_order(receiver, warehouse)
@@ -195,14 +198,14 @@ def test_a_batch_whose_answer_was_lost_is_resent_as_it_was(warehouse):
         receiver.close()
 
 
-def test_dead_letters_hold_the_persons_later_items_until_replayed(warehouse):
+def test_a_dead_item_holds_nothing_and_a_replayed_one_arrives_after_the_persons_later_items(warehouse):
     destination = _destination(events=(), batch_size=1, max_attempts=2)
     receiver = Receiver(["400"])  # the first item (p1 entered) is refused for good
     try:
         report = deliver(warehouse.connect, destination, _client(receiver.url))
-        assert report.dead_lettered == 1 and report.waiting == 2  # p1's two later changes wait behind it
-        statuses = {(person, status) for _, person, _, status, _ in _ledger(warehouse)}
-        assert ("p1", "dead") in statuses and ("p1", "pending") in statuses and ("p2", "sent") in statuses
+        assert (report.dead_lettered, report.held, report.sent) == (1, 0, 5)  # p1's later changes flow
+        statuses = sorted((person, status, attempts) for _, person, _, status, attempts in _ledger(warehouse))
+        assert statuses == [("p1", "dead", 1), ("p1", "sent", 1), ("p1", "sent", 1), ("p2", "sent", 1), ("p2", "sent", 1), ("p3", "sent", 1)]
         replayed = replay_dead_letters_job.execute_in_process(
             resources={"warehouse": warehouse},
             run_config={"ops": {"replay_dead_letters_op": {"config": {"destination": "hook"}}}},
@@ -210,8 +213,8 @@ def test_dead_letters_hold_the_persons_later_items_until_replayed(warehouse):
         assert replayed.output_for_node("replay_dead_letters_op") == 1
         deliver(warehouse.connect, destination, _client(receiver.url))
         p1 = [i["change"] for i in receiver.accepted if i["person_id"] == "p1"]
-        assert p1 == ["entered", "exited", "entered"]
-        _assert_exactly_once_in_order(receiver, warehouse)
+        assert p1 == ["exited", "entered", "entered"]  # the replayed first entry last
+        assert {status for *_, status, _ in _ledger(warehouse)} == {"sent"} and receiver.bad == 0
     finally:
         receiver.close()
 
@@ -224,8 +227,8 @@ def test_retry_after_is_honoured_and_a_long_one_ends_the_run(warehouse):
         report = deliver(warehouse.connect, destination, _client(receiver.url))
         assert receiver.arrivals[1] - receiver.arrivals[0] >= 0.95  # waited Retry-After: 1 before the retry
         assert time.monotonic() - started < 5  # did not sleep through Retry-After: 120
-        assert (report.sent, report.failed, report.deferred) == (0, 3, 3) and "429" in report.stopped
-        assert {(s, a) for *_, s, a in _ledger(warehouse)} == {("failed", 1), ("pending", 0)}
+        assert (report.sent, report.waited, report.failed, report.deferred) == (0, 3, 0, 3) and "429" in report.stopped
+        assert {(s, a) for *_, s, a in _ledger(warehouse)} == {("waiting", 0), ("pending", 0)}
         deliver(warehouse.connect, destination, _client(receiver.url))
         _assert_exactly_once_in_order(receiver, warehouse)
     finally:
@@ -236,7 +239,7 @@ def test_a_destination_refusing_us_is_not_dead_lettered(warehouse):
     receiver = Receiver(["401"])  # a wrong credential is the destination's configuration, not the items'
     try:
         report = deliver(warehouse.connect, _destination(), _client(receiver.url))
-        assert (report.failed, report.dead_lettered, report.deferred) == (2, 0, 5) and "401" in report.stopped
+        assert (report.waited, report.failed, report.dead_lettered, report.deferred) == (2, 0, 0, 5) and "401" in report.stopped
     finally:
         receiver.close()
 
@@ -409,4 +412,4 @@ def test_a_stored_batch_that_lost_a_member_is_batched_afresh():
     erased = [intact[0], intact[2], intact[3]]  # b was deleted by an erasure: [a, c] is not the payload `whole` named
     assert [[i.key for i in b] for b in _batches(erased, set(), 10, DeliveryReport())] == [["a", "c", "d"]]
     report = DeliveryReport()
-    assert [[i.key for i in b] for b in _batches(intact, {"p2"}, 10, report)] == [["d"]] and report.waiting == 3
+    assert [[i.key for i in b] for b in _batches(intact, {"p2"}, 10, report)] == [["d"]] and report.held == 3

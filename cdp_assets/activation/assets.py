@@ -63,22 +63,26 @@ def _http(context, destination: Destination, warehouse: WarehouseResource) -> Ma
     lock = warehouse.file().with_name(f"deliveries.{destination.name}.lock")
     report = deliver(warehouse.connect, destination, client, log=context.log.info, lock_path=lock)
     if report.failed or report.stopped:
-        context.log.warning(f"{destination.name}: {report.failed} failed this run; {report.stopped or 'retried next run'}")
+        context.log.warning(f"{destination.name}: {report.failed} refused this run; {report.stopped or 'retried next run'}")
     return MaterializeResult(
         metadata={
             # this run
             "enqueued": report.enqueued,
             "sent": report.sent,
             "retried": report.retried,
+            "waited": report.waited,
             "failed": report.failed,
             "dead_lettered": report.dead_lettered,
-            "waiting_behind_earlier": report.waiting,
+            "held_behind_earlier": report.held,
             "deferred": report.deferred,
+            "retry_at": f"{report.retry_at:%Y-%m-%d %H:%M:%S} UTC" if report.retry_at else "no",
             # the ledger after this run
             "open_total": report.open_total,
             "dead_total": report.dead_total,
             "stopped": report.stopped or "no",
-            "errors": MetadataValue.md("\n".join(f"- {e}" for e in report.errors[:20]) or "none"),
+            # The status or error class only: a destination's answer may echo the payload, and Dagster keeps
+            # metadata where an erasure cannot reach it (the full text is in cdp.deliveries.last_error).
+            "errors": MetadataValue.md("\n".join(f"- {e.split(':', 1)[0]}" for e in report.errors[:20]) or "none"),
         }
     )
 

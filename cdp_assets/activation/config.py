@@ -22,8 +22,9 @@ class Destination:
     url_env: str = ""
     secret_env: str = ""
     batch_size: int = 50       # items per POST ({"batch": [...]}); 1 for destinations that take one at a time
-    max_attempts: int = 8      # delivery runs that may fail an item before it is dead-lettered
+    max_attempts: int = 8      # refusals of an item (a 4xx about it) before it is dead-lettered
     timeout_s: float = 10.0    # per request
+    outage_backoff_s: float = 60.0  # after a run finds the destination away: wait, doubling per outage (max 30 min)
     format: str = "csv"
     dsn_env: str = ""
     table: str = ""
@@ -46,7 +47,7 @@ def load_destinations(path: Path) -> dict[str, Destination]:
         for needed in required:
             if not entry.get(needed):
                 raise ConfigError(f"{where}.{needed}: a {entry['kind']} destination needs it")
-        for number, minimum in (("batch_size", 1), ("max_attempts", 1), ("timeout_s", 0.001)):
+        for number, minimum in (("batch_size", 1), ("max_attempts", 1), ("timeout_s", 0.001), ("outage_backoff_s", 0)):
             value = entry.get(number, minimum)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
                 raise ConfigError(f"{where}.{number}: {value!r} is not a number >= {minimum}")

@@ -4,18 +4,26 @@
    ledger becomes a pending item. Its idempotency key is derived from what it is (sha256 of destination,
    segment, person, change, time — or destination and event id), so re-running enqueues nothing twice.
    Items are delivered in the order the ledger learned of them (`enqueued_at`), by time within one
-   enqueue (`ordered_at`, then key): a person's items keep that order.
+   enqueue (`ordered_at`, then key).
 2. `deliver`: without holding the warehouse, items are posted in that order, in batches. An item waits
-   while an earlier item of the same person is undelivered (failed in this run, or dead), so a person's
-   changes never overtake each other. Each batch's outcome is recorded in its own short transaction.
+   while an earlier open item of the same person failed in this run, so a person's changes never
+   overtake each other while they are being retried. A dead item holds nothing: the person's later items
+   flow, and the dead one, if replayed, arrives after them. Each batch's outcome is recorded in its own
+   short transaction.
 3. A batch's key (the item's key, or sha256 of the batch's item keys) is recorded in `cdp.delivery_batches`
    *before* it is posted and the batch is re-sent as it was on every later attempt, so a receiver that
    deduplicates by `Idempotency-Key`/`webhook-id` sees one key for one payload even when a timeout hid that
-   it arrived. (A side table, not ledger columns: `cdp.deliveries` keeps the shape the privacy stage
+   it arrived. A batch the destination refused as a whole (a 400 for one bad item among fifty) did not
+   arrive: it is split in halves, each under a new key, until the refused items are alone, so only they
+   are judged. (Side tables, not ledger columns: `cdp.deliveries` keeps the shape the privacy stage
    writes deletion notices into.)
-4. Statuses: pending → sent, or failed (tried, will be retried next run) → sent | dead after
-   `max_attempts` runs (or at once when the destination refuses the payload). `replay_dead_letters`
-   makes dead items pending again.
+4. Statuses: pending → sent; waiting (the destination was away: unreachable, timing out, 5xx, 429,
+   refusing us; no attempt spent) → sent; failed (the destination refused this item: an attempt spent)
+   → sent | dead after `max_attempts`, or at once for a refusal that cannot change (400, 413, 422).
+   `replay_dead_letters` makes dead items pending again.
+5. An outage: when a run stops because the destination is away, `cdp.destination_outages` records it and
+   when to try again (`retry_at`: `outage_backoff_s`, doubling per consecutive outage, at most 30
+   minutes); runs before then only enqueue. The first run that delivers clears it.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import requests
@@ -44,7 +52,11 @@ BATCHES_DDL = """CREATE TABLE IF NOT EXISTS cdp.delivery_batches (
     destination VARCHAR, idempotency_key VARCHAR, batch_key VARCHAR, PRIMARY KEY (destination, idempotency_key))"""
 DELIVERY_ORDER = "enqueued_at, ordered_at, idempotency_key"
 IDENTIFIER_COLUMNS = ("email", "phone")
-OPEN = ("pending", "failed")  # statuses that are still to be delivered
+OPEN = ("pending", "waiting", "failed")  # statuses that are still to be delivered
+# A destination that is away, and when to try it again. No personal data.
+OUTAGES_DDL = """CREATE TABLE IF NOT EXISTS cdp.destination_outages (
+    destination VARCHAR PRIMARY KEY, since TIMESTAMP, outages INTEGER, retry_at TIMESTAMP, last_error VARCHAR)"""
+OUTAGE_BACKOFF_MAX_S = 1800.0  # under the hourly schedule's period: the backstop run always tries
 # Batches failing in a row after which the destination is taken to be down for this run: the rest waits
 # for the next run without spending its attempts.
 STOP_AFTER_FAILED_BATCHES = 3
@@ -55,13 +67,15 @@ class DeliveryReport:
     enqueued: int = 0
     sent: int = 0
     retried: int = 0  # HTTP requests repeated within this run
-    failed: int = 0  # items whose batch failed this run (to be retried, or dead)
+    waited: int = 0  # items tried while the destination was away: they wait, no attempt spent
+    failed: int = 0  # items the destination refused this run: an attempt spent (retried next run, or dead)
     dead_lettered: int = 0
-    waiting: int = 0  # items held behind an undelivered earlier item of their person
-    deferred: int = 0  # items not tried because the run stopped early (destination down or throttling)
-    open_total: int = 0  # after the run: pending or failed items of this destination
+    held: int = 0  # items held behind an earlier item of their person that failed this run
+    deferred: int = 0  # items not tried because the run stopped early or waits for `retry_at`
+    open_total: int = 0  # after the run: pending, waiting or failed items of this destination
     dead_total: int = 0  # after the run: dead items of this destination
     stopped: str = ""
+    retry_at: datetime | None = None  # the destination is away: runs before this only enqueue
     errors: list[str] = field(default_factory=list)
 
 
@@ -92,6 +106,7 @@ def ensure_ledger(con) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
     con.execute(LEDGER_DDL)
     con.execute(BATCHES_DDL)
+    con.execute(OUTAGES_DDL)
     # Batches of items that were delivered, or deleted by an erasure, are of no more use.
     con.execute(
         f"""DELETE FROM cdp.delivery_batches b WHERE NOT EXISTS (
@@ -181,35 +196,85 @@ def deliver(
                     WHERE d.destination = ? AND d.status IN {OPEN} ORDER BY {DELIVERY_ORDER}""",
                 [destination.name],
             ).fetchall()]
-            held = {r[0] for r in con.execute(
-                "SELECT DISTINCT person_id FROM cdp.deliveries WHERE destination = ? AND status = 'dead'",
-                [destination.name],
-            ).fetchall()}
-        log(f"{destination.name}: {report.enqueued} new, {len(pending)} to deliver")
-        tried = failed_in_a_row = 0
-        with requests.Session() as session:
-            for batch in _batches(pending, held, destination.batch_size, report):
-                result = _send(connect, destination, client, session, batch, report)
-                tried += len(batch)
-                if result.ok:
-                    failed_in_a_row = 0
-                    continue
-                held.update(item.person_id for item in batch)
-                failed_in_a_row += 1
-                if result.stop or failed_in_a_row >= STOP_AFTER_FAILED_BATCHES:
-                    report.stopped = f"stopped after {failed_in_a_row} failed batch(es), last: {result.error}"
-                    log(f"{destination.name}: {report.stopped}; the rest waits for the next run")
-                    break
-        report.deferred = len(pending) - tried - report.waiting
+            outage = con.execute(
+                "SELECT retry_at, last_error FROM cdp.destination_outages WHERE destination = ?", [destination.name]
+            ).fetchone()
+        if outage and outage[0] > _now():
+            report.retry_at, report.deferred = outage[0], len(pending)
+            report.stopped = f"the destination is away ({outage[1]}); next try at {outage[0]:%Y-%m-%d %H:%M:%S} UTC"
+            log(f"{destination.name}: {report.enqueued} new, {len(pending)} open; {report.stopped}")
+        else:
+            log(f"{destination.name}: {report.enqueued} new, {len(pending)} to deliver")
+            _deliver_open(connect, destination, client, pending, report, log)
         with connect() as con:
             counts = dict(con.execute(
                 "SELECT status, count(*) FROM cdp.deliveries WHERE destination = ? GROUP BY status", [destination.name]
             ).fetchall())
         report.open_total = sum(counts.get(status, 0) for status in OPEN)
         report.dead_total = counts.get("dead", 0)
-    log(f"{destination.name}: {report.sent} sent, {report.failed} failed, {report.dead_lettered} dead-lettered, "
-        f"{report.waiting} waiting, {report.deferred} deferred")
+    log(f"{destination.name}: {report.sent} sent, {report.waited} waiting, {report.failed} failed, "
+        f"{report.dead_lettered} dead-lettered, {report.held} held, {report.deferred} deferred")
     return report
+
+
+def _deliver_open(connect, destination: Destination, client: HttpDelivery, pending: list[Item],
+                  report: DeliveryReport, log: Callable[[str], None]) -> None:
+    """Post the open items in order; stop when the destination is away, and record the outage."""
+    held: set[str] = set()  # persons with an item left open this run: their later items wait
+    posted: set[str] = set()  # items whose outcome was recorded this run
+    away_in_a_row = 0
+    with requests.Session() as session:
+        for batch in _batches(pending, held, destination.batch_size, report):
+            result = _post(connect, destination, client, session, batch, held, posted, report)
+            if result.ok or result.judged:  # the destination answered about the payload: it is there
+                away_in_a_row = 0
+                continue
+            away_in_a_row += 1
+            if result.stop or away_in_a_row >= STOP_AFTER_FAILED_BATCHES:
+                report.stopped = f"stopped after {away_in_a_row} failed batch(es), last: {result.error}"
+                log(f"{destination.name}: {report.stopped}; the rest waits for the next run")
+                break
+    report.deferred = len(pending) - len(posted) - report.held
+    with connect() as con:
+        if report.stopped:
+            report.retry_at = _record_outage(con, destination, report.stopped)
+        elif posted:
+            con.execute("DELETE FROM cdp.destination_outages WHERE destination = ?", [destination.name])
+
+
+def _record_outage(con, destination: Destination, error: str) -> datetime:
+    """One more consecutive outage; the next run waits `outage_backoff_s` doubled per outage (capped)."""
+    row = con.execute(
+        "SELECT since, outages FROM cdp.destination_outages WHERE destination = ?", [destination.name]
+    ).fetchone()
+    since, outages = row if row else (_now(), 0)
+    wait = min(destination.outage_backoff_s * 2**min(outages, 30), max(OUTAGE_BACKOFF_MAX_S, destination.outage_backoff_s))
+    retry_at = _now() + timedelta(seconds=wait)
+    con.execute("INSERT OR REPLACE INTO cdp.destination_outages VALUES (?, ?, ?, ?, ?)",
+                [destination.name, since, outages + 1, retry_at, error[:300]])
+    return retry_at
+
+
+def _post(connect, destination: Destination, client: HttpDelivery, session, batch: list[Item], held: set[str],
+          posted: set[str], report: DeliveryReport) -> PostResult:
+    """Post a batch. One the destination refused as a whole is split in halves, each under a new key, until
+    the refused items are alone: only they are judged, the others are delivered. Persons left with an
+    open item join `held`; a dead item holds nothing."""
+    result, status = _send(connect, destination, client, session, batch, report)
+    if status in ("waiting", "failed"):
+        held.update(item.person_id for item in batch)
+    if status != "split":
+        posted.update(item.key for item in batch)
+        return result
+    middle = len(batch) // 2
+    for part in (batch[:middle], batch[middle:]):
+        kept = [Item(i.key, i.person_id, i.payload, None) for i in part if i.person_id not in held]
+        report.held += len(part) - len(kept)
+        if kept:
+            outcome = _post(connect, destination, client, session, kept, held, posted, report)
+            if not (outcome.ok or outcome.judged):
+                return outcome  # the destination went away meanwhile
+    return result
 
 
 def _batches(pending: list[Item], held: set[str], size: int, report: DeliveryReport) -> Iterator[list[Item]]:
@@ -236,12 +301,12 @@ def _batches(pending: list[Item], held: set[str], size: int, report: DeliveryRep
                 batch = []
             group = stored[item.batch_key]
             if any(member.person_id in held for member in group):
-                report.waiting += len(group)
+                report.held += len(group)
                 held.update(member.person_id for member in group)
                 continue
             yield group
         elif item.person_id in held:
-            report.waiting += 1
+            report.held += 1
         else:
             batch.append(item)
             if len(batch) >= size:
@@ -255,7 +320,9 @@ def batch_key_of(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else hashlib.sha256("|".join(keys).encode()).hexdigest()
 
 
-def _send(connect, destination: Destination, client: HttpDelivery, session, batch: list[Item], report: DeliveryReport) -> PostResult:
+def _send(connect, destination: Destination, client: HttpDelivery, session, batch: list[Item],
+          report: DeliveryReport) -> tuple[PostResult, str]:
+    """Post one batch and record its outcome: (result, sent | waiting | failed | dead | split)."""
     keys = [item.key for item in batch]
     batch_key = batch[0].batch_key
     if batch_key is None:
@@ -268,41 +335,48 @@ def _send(connect, destination: Destination, client: HttpDelivery, session, batc
     items = [{**json.loads(item.payload), "idempotency_key": item.key} for item in batch]
     result = client.post(session, batch_key, json.dumps({"batch": items}, default=str).encode())
     report.retried += result.retries
+    where = "destination = ? AND list_contains(?, idempotency_key)"
     with connect() as con:
         con.execute("BEGIN")
         if result.ok:
+            status = "sent"
             con.execute(
-                """UPDATE cdp.deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL
-                   WHERE destination = ? AND list_contains(?, idempotency_key)""",
+                f"UPDATE cdp.deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL WHERE {where}",
                 [_now(), destination.name, keys],
             )
-            con.execute(
-                "DELETE FROM cdp.delivery_batches WHERE destination = ? AND list_contains(?, idempotency_key)",
-                [destination.name, keys],
-            )
+            con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
             # A delivered deletion notice keeps no trace of whom it was about.
             con.execute(
-                """UPDATE cdp.deliveries SET person_id = NULL, payload = '{"type": "person_deleted"}'
-                   WHERE destination = ? AND item_kind = 'person_deleted' AND list_contains(?, idempotency_key)""",
+                f"""UPDATE cdp.deliveries SET person_id = NULL, payload = '{{"type": "person_deleted"}}'
+                    WHERE item_kind = 'person_deleted' AND {where}""",
                 [destination.name, keys],
             )
             report.sent += len(batch)
-        else:
-            con.execute(
-                """UPDATE cdp.deliveries SET attempts = attempts + 1, last_error = ?,
-                       status = CASE WHEN ? OR attempts + 1 >= ? THEN 'dead' ELSE 'failed' END
-                   WHERE destination = ? AND list_contains(?, idempotency_key)""",
-                [result.error, result.permanent, destination.max_attempts, destination.name, keys],
-            )
-            dead = con.execute(
-                "SELECT count(*) FROM cdp.deliveries WHERE destination = ? AND status = 'dead' AND list_contains(?, idempotency_key)",
-                [destination.name, keys],
+        elif result.judged and len(batch) > 1:
+            status = "split"  # refused as a whole, so it did not arrive: its key is of no more use
+            con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
+        elif result.judged:
+            dead = result.permanent or con.execute(
+                f"SELECT attempts + 1 >= ? FROM cdp.deliveries WHERE {where}", [destination.max_attempts, destination.name, keys]
             ).fetchone()[0]
-            report.failed += len(batch)
+            status = "dead" if dead else "failed"
+            con.execute(
+                f"UPDATE cdp.deliveries SET attempts = attempts + 1, last_error = ?, status = ? WHERE {where}",
+                [result.error, status, destination.name, keys],
+            )
+            report.failed += 1
             report.dead_lettered += dead
-            report.errors.append(result.error or "")
+        else:  # the destination is away: the items wait, their attempts untouched
+            status = "waiting"
+            con.execute(
+                f"UPDATE cdp.deliveries SET last_error = ?, status = 'waiting' WHERE {where}",
+                [result.error, destination.name, keys],
+            )
+            report.waited += len(batch)
         con.execute("COMMIT")
-    return result
+    if not result.ok:
+        report.errors.append(result.error or "")
+    return result, status
 
 
 def replay_dead_letters(con, destination: str | None = None) -> int:

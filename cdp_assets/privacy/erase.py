@@ -2,9 +2,15 @@
 
 `cdp erase TYPE:VALUE` only records the request (a file under data/privacy/requests/, mode 0600); the
 privacy job processes it: it finds the person, hashes every identifier they were known by into
-`cdp.suppressions`, deletes their rows from every table, rewrites every input and export file without
-their records, tells subscribed destinations, and writes an audit row holding no personal data. From then
-on extracts drop records carrying a suppressed identifier, so data re-sent later never lands.
+`cdp.suppressions`, deletes their rows from every table and scrubs their identifiers from other rows'
+strings, rewrites every file under the data directory the same way, tells subscribed destinations, writes
+an audit row holding no personal data, and finally rewrites the warehouse file itself (a DELETE leaves
+the old values in the file's blocks). From then on extracts drop records carrying a suppressed
+identifier, so data re-sent later never lands.
+
+Every table is visited, so new tables need nothing here: a row is the person's when a person-id column
+(`PERSON_ID_COLUMN`) holds one of their ids or any text, JSON or list column holds one of their
+identifiers as a value (or as a JSON string inside it); other rows' strings that mention one are scrubbed.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import IdentityRules
-from cdp_assets.privacy.files import DATA_SUFFIXES, strip_file
+from cdp_assets.privacy.files import erase_from_file
 from cdp_assets.privacy.suppression import SUPPRESSIONS_DDL, KnownValues, identifier_hash
 from cdp_resources.warehouse import table_exists
 
@@ -27,6 +34,10 @@ AUDIT_DDL = """CREATE TABLE IF NOT EXISTS cdp.privacy_audit (
     identifiers INTEGER, rows_deleted JSON, file_records_removed INTEGER, files_rewritten INTEGER,
     notices_enqueued INTEGER)"""
 KEEP = {"cdp.suppressions", "cdp.privacy_audit"}
+PERSON_ID_COLUMN = re.compile(r"^(.+_)?person_id$")  # person_id, from_person_id, to_person_id, ...
+# Files an erasure leaves alone: the request itself (deleted once processed) and the salt; the warehouse,
+# rewritten as a whole at the end (`rewrite_database`).
+SKIPPED = ("privacy",)
 
 
 def _now() -> datetime:
@@ -81,25 +92,35 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
     )
     spellings = _spellings(con, identifiers)
     notify = _destinations_holding(con, persons, destinations)
-    rows_deleted = _delete_rows(con, persons, spellings)
-    erased = KnownValues(spellings)
-    removed = rewritten = 0
+    erased = KnownValues(spellings | persons)
+    rows_deleted, values_scrubbed = _erase_rows(con, persons, erased)
+    removed = rewritten = scrubbed = 0
+    database = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
     for path in sorted(data_dir.rglob("*")):
-        if path.is_file() and path.suffix in DATA_SUFFIXES and "privacy" not in path.relative_to(data_dir).parts:
-            count = strip_file(path, erased)
-            removed, rewritten = removed + count, rewritten + bool(count)
+        if not path.is_file() or path.relative_to(data_dir).parts[0] in SKIPPED or _is_warehouse(path, database):
+            continue
+        records, strings = erase_from_file(path, erased)
+        removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
+    if scrubbed:
+        values_scrubbed["files"] = scrubbed
     notices = _deletion_notices(con, persons, notify)
     con.execute(AUDIT_DDL)
     audit = {
         "request_id": request["request_id"], "action": "erase", "requested_at": request["requested_at"],
         "done_at": _now().isoformat(), "persons": len(persons), "identifiers": len(identifiers),
         "rows_deleted": rows_deleted, "file_records_removed": removed, "files_rewritten": rewritten,
-        "notices_enqueued": notices,
+        "notices_enqueued": notices, "values_scrubbed": values_scrubbed,
     }
-    con.execute("INSERT INTO cdp.privacy_audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [*list(audit.values())[:6], json.dumps(rows_deleted), removed, rewritten, notices])
+    con.execute("ALTER TABLE cdp.privacy_audit ADD COLUMN IF NOT EXISTS values_scrubbed JSON")
+    con.execute("INSERT INTO cdp.privacy_audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*list(audit.values())[:6], json.dumps(rows_deleted), removed, rewritten, notices, json.dumps(values_scrubbed)])
     con.execute("CHECKPOINT")
     return audit
+
+
+def _is_warehouse(path: Path, database: Path) -> bool:
+    """The warehouse file and its companions (WAL, lock, spill directory): handled by `rewrite_database`."""
+    return (path.parent == database.parent and path.name.startswith(database.name)) or f"{database.name}.tmp" in path.parts
 
 
 def _spellings(con, identifiers: set[tuple[str, str]]) -> set[str]:
@@ -113,42 +134,94 @@ def _spellings(con, identifiers: set[tuple[str, str]]) -> set[str]:
     return {v.strip().lower() for v in values if v.strip()}
 
 
-def _delete_rows(con, persons: set[str], spellings: set[str]) -> dict[str, int]:
-    """Every base table: rows of the persons, and rows with one of the spellings as a value or as a
-    quoted string inside JSON text (events, raw records, quarantine). Done in SQL, one statement per table."""
-    deleted = {}
+def _erase_rows(con, persons: set[str], erased: KnownValues) -> tuple[dict[str, int], dict[str, int]]:
+    """Every base table: delete the person's rows (a person-id column holds one of their ids, or a value,
+    or a quoted string inside JSON text, is one of their spellings), then scrub mentions of their
+    identifiers from the other rows' strings. The deletes are one SQL statement per table; the scrub
+    reads only rows whose text contains a spelling."""
+    deleted, scrubbed = {}, {}
     tables = con.execute(
         """SELECT table_schema, table_name FROM information_schema.tables
            WHERE table_type = 'BASE TABLE' AND table_catalog = current_database()
              AND table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2"""
     ).fetchall()
-    known = sorted(spellings)
+    known = sorted(erased.values)
     for schema, name in tables:
         if f"{schema}.{name}" in KEEP:
             continue
+        table = f'"{schema}"."{name}"'
         columns = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
             [schema, name],
         ).fetchall()
-        conditions, params = [], []
+        conditions, params, texts = [], [], []
         for column, kind in columns:
             quoted = f'"{column}"'
-            if column in ("person_id", "from_person_id", "to_person_id") and persons:
+            if PERSON_ID_COLUMN.match(column) and persons:
                 conditions.append(f"list_contains(?, {quoted})")
                 params.append(sorted(persons))
-            if kind == "VARCHAR" or kind == "JSON" or kind.endswith("[]"):
+            if kind in ("VARCHAR", "JSON") or kind.endswith("[]") or kind.startswith(("STRUCT", "MAP", "UNION")):
+                texts.append((column, kind))
                 text = f"{quoted}::VARCHAR"
                 conditions.append(f"list_contains(?, lower(trim({text})))")
                 conditions.append(
                     f"list_has_any(list_transform(regexp_extract_all({text}, '\"([^\"]*)\"', 1), x -> lower(trim(x))), ?)"
                 )
                 params += [known, known]
-        if not conditions:
-            continue
-        count = con.execute(f'DELETE FROM "{schema}"."{name}" WHERE {" OR ".join(conditions)}', params).fetchone()[0]
-        if count:
-            deleted[f"{schema}.{name}"] = count
-    return deleted
+        if conditions:
+            count = con.execute(f"DELETE FROM {table} WHERE {' OR '.join(conditions)}", params).fetchone()[0]
+            if count:
+                deleted[f"{schema}.{name}"] = count
+        if texts and erased.mentioned:
+            values, rows = _scrub_mentions(con, table, texts, erased)
+            if rows:
+                deleted[f"{schema}.{name}"] = deleted.get(f"{schema}.{name}", 0) + rows
+            if values:
+                scrubbed[f"{schema}.{name}"] = values
+    return deleted, scrubbed
+
+
+def _delete_rows(con, persons: set[str], spellings: set[str]) -> dict[str, int]:
+    """`_erase_rows` for callers that hold the spellings as plain strings (the identity tests erase a
+    person this way); the rows deleted per table."""
+    return _erase_rows(con, persons, KnownValues(set(spellings) | set(persons)))[0]
+
+
+def _scrub_mentions(con, table: str, texts: list[tuple[str, str]], erased: KnownValues) -> tuple[int, int]:
+    """(values scrubbed, rows deleted) in `table`: each text value mentioning an identifier is rewritten
+    with `[erased]`; a row whose mention sits in a STRUCT, MAP or UNION (which cannot be rewritten
+    value by value) is deleted."""
+    found = " OR ".join(f'list_bool_or(list_transform($needles, s -> contains(lower("{c}"::VARCHAR), s)))' for c, _ in texts)
+    names = ", ".join(f'"{c}"' for c, _ in texts)
+    rows = con.execute(f"SELECT rowid, {names} FROM {table} WHERE {found}", {"needles": erased.mentioned}).fetchall()
+    scrubbed = deleted = 0
+    for rowid, *values in rows:
+        updates = {}
+        for (column, kind), value in zip(texts, values):
+            if value is None:
+                continue
+            if kind in ("VARCHAR", "JSON"):
+                clean = erased.scrub(value)
+            elif kind.endswith("[]") and all(v is None or isinstance(v, str) for v in value):
+                clean = [None if v is None else erased.scrub(v) for v in value]
+            else:
+                clean = value if not erased.mentions(str(value)) else _UNSCRUBBABLE
+            if clean is _UNSCRUBBABLE:
+                updates = None
+                break
+            if clean != value:
+                updates[column] = clean
+        if updates is None:
+            con.execute(f"DELETE FROM {table} WHERE rowid = ?", [rowid])
+            deleted += 1
+        elif updates:
+            assignments = ", ".join(f'"{column}" = ?' for column in updates)
+            con.execute(f"UPDATE {table} SET {assignments} WHERE rowid = ?", [*updates.values(), rowid])
+            scrubbed += len(updates)
+    return scrubbed, deleted
+
+
+_UNSCRUBBABLE = object()
 
 
 def _destinations_holding(con, persons: set[str], destinations) -> list[str]:

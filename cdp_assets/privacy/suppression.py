@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from cdp_assets.identity.normalize import normalize_identifier
 
@@ -58,22 +59,39 @@ def candidate_values(text: str, region: str = "US") -> frozenset[str]:
     return frozenset(forms)
 
 
-def _strings(node) -> Iterable[str]:
+def json_strings(node) -> Iterable[str]:
     if isinstance(node, str):
         yield node
     elif isinstance(node, dict):
         for value in node.values():
-            yield from _strings(value)
+            yield from json_strings(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _strings(value)
+            yield from json_strings(value)
+
+
+ERASED = "[erased]"  # what an erased identifier mentioned inside a longer string becomes
+MIN_MENTION = 6  # shorter spellings are erased as whole values only: "42" inside "order 42" is not theirs
+# A mention is the spelling not glued to more of an identifier: `joann@x.com` and `u_10` do not mention
+# `ann@x.com` and `u_1`; `?email=ann@x.com`, `ann%40x.com` after `%3D`, `"ann@x.com."` do.
+_BEFORE = r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![A-Za-z0-9_.+%-]))"
+_AFTER = r"(?![A-Za-z0-9_]|[.-][A-Za-z0-9])"
 
 
 class KnownValues:
-    """Membership test against identifiers known in clear (while an erasure runs): every spelling seen."""
+    """Identifiers known in clear while an erasure runs (every spelling seen, and person ids): a record
+    holding one as a value is theirs; one mentioned inside a longer string (a page URL, a search term, a
+    note) is scrubbed from it (`scrub`)."""
 
     def __init__(self, values: Iterable[str]):
         self.values = frozenset(v.strip().lower() for v in values if v and v.strip())
+        mentioned = {v for v in self.values if len(v) >= MIN_MENTION}
+        mentioned |= {quote(v, safe="").lower() for v in mentioned} | {quote_plus(v).lower() for v in mentioned}
+        self.mentioned = sorted(mentioned, key=len, reverse=True)  # longest first: one alternation, greedy
+        self._mention = re.compile(
+            _BEFORE + "(?:" + "|".join(map(re.escape, self.mentioned)) + ")" + _AFTER, re.IGNORECASE
+        ) if self.mentioned else None
+        self._needles = [v.encode() for v in self.mentioned]
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -83,9 +101,38 @@ class KnownValues:
 
     def matches_record(self, text: str) -> bool:
         try:
-            return self.matches_values(_strings(json.loads(text)))
+            return self.matches_values(json_strings(json.loads(text)))
         except ValueError:
             return self.matches_values(re.split(r'[\s,;"{}\[\]:]+', text))
+
+    def may_hold(self, text: str) -> bool:
+        """False when `text` certainly holds none of the values (a cheap test before parsing a file); a
+        JSON escape (`\\u0040`) could hide one, so text with escapes may."""
+        lowered = text.lower()
+        return "\\u" in text or any(v in lowered for v in self.values) or any(v in lowered for v in self.mentioned)
+
+    def mentions(self, text: str) -> bool:
+        return self._mention is not None and self._mention.search(text) is not None
+
+    def scrub(self, text: str) -> str:
+        """`text` with every mention replaced by ERASED."""
+        return self._mention.sub(ERASED, text) if self._mention is not None else text
+
+    def scrub_strings(self, node):
+        """A parsed JSON value with every string scrubbed (keys too)."""
+        if isinstance(node, str):
+            return self.scrub(node)
+        if isinstance(node, dict):
+            return {self.scrub(k): self.scrub_strings(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.scrub_strings(v) for v in node]
+        return node
+
+    def in_bytes(self, data: bytes) -> bool:
+        """Any spelling anywhere in bytes we cannot parse (case-insensitive for ASCII, no boundaries)."""
+        lowered = data.lower()
+        return any(needle in lowered for needle in self._needles) or any(
+            v.encode() in lowered for v in self.values if len(v) >= MIN_MENTION)
 
 
 class Suppressions:
@@ -107,7 +154,7 @@ class Suppressions:
         if not self.hashes:
             return False
         try:
-            return self.matches_values(_strings(json.loads(text)))
+            return self.matches_values(json_strings(json.loads(text)))
         except ValueError:  # not JSON: look at its tokens
             return self.matches_values(re.split(r'[\s,;"{}\[\]:]+', text))
 

@@ -8,11 +8,13 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from yaml.nodes import MappingNode, ScalarNode
 
+from cdp_assets.config import ConfigError, compose_yaml
 from cdp_assets.segments.compiler import (
     DEFAULT_REFRESH,
+    MAX_SEGMENT_BYTES,
     REFRESH_CHOICES,
     SegmentDefinition,
     SegmentError,
@@ -120,11 +122,13 @@ def build_invalid_segment_asset(path: Path, error: str, name: str | None = None)
 
 
 def _declared_refresh(path: Path) -> str:
+    """The `refresh:` of a file that does not compile, when that much is readable (within the same bounds)."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = compose_yaml(path, MAX_SEGMENT_BYTES)
+    except ConfigError:
         return DEFAULT_REFRESH
-    refresh = document.get("refresh") if isinstance(document, dict) else None
+    pairs = root.value if isinstance(root, MappingNode) else []
+    refresh = next((v.value for k, v in pairs if k.value == "refresh" and isinstance(v, ScalarNode)), None)
     return refresh if refresh in REFRESH_CHOICES else DEFAULT_REFRESH
 
 

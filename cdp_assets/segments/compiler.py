@@ -85,16 +85,22 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from cdp_assets.config import ConfigError, compose_yaml
+
 PROFILES_TABLE = "cdp.profiles"
 EVENTS_TABLE = "core.person_events"
 MEMBERSHIP_TABLE = "cdp.segment_membership"
 REFRESH_CHOICES = ("hourly", "daily")
 DEFAULT_REFRESH = "daily"
 MAX_DEPTH = 32
+MAX_SEGMENT_BYTES = 256 * 1024  # a definition is a few hundred bytes; anything near this is not one
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 DURATION_RE = re.compile(r"^([1-9][0-9]*)([mhd])$")
 DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+DURATION_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW_DAYS = 36_600  # about a century: the longest window a rule may name (dates stay in range)
+MAX_WHOLE = 2**63 - 1  # counts are BIGINT
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # An ISO date-time string ending in Z or a UTC offset (converted to UTC; others are read as UTC).
 TZ_SUFFIX_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]*)?)?\s*([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
@@ -102,6 +108,18 @@ TZ_SUFFIX_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]*)?)?\s*([zZ]|[+-][0-9]{2}(:?
 
 class SegmentError(ValueError):
     """A problem in a segment definition: the message is '<file>:<line>: <what is wrong>'."""
+
+
+def parse_duration(value) -> timedelta:
+    """`30m`, `2h`, `7d` as a timedelta; ValueError saying what is wrong (not a duration, or longer than
+    MAX_WINDOW_DAYS: a window reaching before year 1 cannot be computed)."""
+    match = DURATION_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"a duration like 30m, 2h or 7d, not {value!r}")
+    amount, unit = match.groups()
+    if len(amount) > 15 or int(amount) * DURATION_SECONDS[unit] > MAX_WINDOW_DAYS * 86400:
+        raise ValueError(f"a duration of at most {MAX_WINDOW_DAYS}d (about a century), not {value!r}")
+    return timedelta(**{DURATION_UNITS[unit]: int(amount)})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,10 +472,17 @@ class _Parser:
     def literal(self, node: Node, what: str) -> Literal:
         if not isinstance(node, ScalarNode):
             raise self.error(node, f"{what} must be a single value, not a {'list' if isinstance(node, SequenceNode) else 'mapping'}")
-        value = self.constructor.construct_object(node)
+        value = self.construct(node, what)
         if value is None:
             raise self.error(node, f"{what} is empty (null); use op is_set / is_not_set to test for a missing value")
         return Literal(value, node.value if node.style is None else None, _line(node))
+
+    def construct(self, node: ScalarNode, what: str):
+        """The scalar as YAML types it; a value YAML cannot build (a 5,000-digit integer, month 13) is an error here."""
+        try:
+            return self.constructor.construct_object(node)
+        except (ValueError, OverflowError, yaml.YAMLError) as exc:
+            raise self.error(node, f"{what}: cannot read {node.value[:40]!r}: {str(exc)[:120]}") from None
 
     def string(self, node: Node, what: str) -> str:
         text = _as_string(self.literal(node, what))  # an unquoted 404 or yes is a name as written
@@ -485,11 +510,10 @@ class _Parser:
 
     def duration(self, node: Node, what: str) -> Duration:
         lit = self.literal(node, what)
-        match = DURATION_RE.match(str(lit.value)) if isinstance(lit.value, str) else None
-        if not match:
-            raise self.error(node, f"{what} must be a duration like 30m, 2h or 7d, not {lit.value!r}")
-        amount, unit = match.groups()
-        return Duration(lit.value, timedelta(**{DURATION_UNITS[unit]: int(amount)}), lit.line)
+        try:
+            return Duration(lit.value, parse_duration(lit.value), lit.line)
+        except ValueError as exc:
+            raise self.error(node, f"{what} must be {exc}") from None
 
     # -- the definition ----------------------------------------------------------------------------
 
@@ -573,7 +597,13 @@ class _Parser:
         if value is None:
             raise self.error(op_node, f"operator '{op}' needs a value ({arity})")
         if arity == ONE:
-            return Test(op, (self.literal(value, f"the value of '{op}'"),), _line(op_node))
+            literal = self.literal(value, f"the value of '{op}'")
+            if op in ("within_last", "not_within_last"):
+                try:
+                    parse_duration(literal.value)
+                except ValueError as exc:
+                    raise self.error(value, f"'{op}' needs {exc}") from None
+            return Test(op, (literal,), _line(op_node))
         if not isinstance(value, SequenceNode) or (arity == PAIR and len(value.value) != 2) or not value.value:
             example = "[low, high]" if arity == PAIR else "[a, b]"
             raise self.error(value, f"operator '{op}' needs {arity}, e.g. {example}")
@@ -635,8 +665,8 @@ class _Parser:
             for item in items:
                 lit = self.literal(item, f"{what} {op}")
                 v = lit.value
-                if whole and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                    raise self.error(item, f"count {op} needs a whole number >= 0, not {v!r}")
+                if whole and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_WHOLE):
+                    raise self.error(item, f"count {op} needs a whole number from 0 to {MAX_WHOLE:,}, not {v!r}")
                 if not whole:
                     v = _as_number(lit)
                     if v is None:
@@ -667,17 +697,9 @@ def load_segment(path: Path) -> SegmentDefinition:
     """Parse one definition file and check its structure (names, keys, operators, value shapes, durations)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegmentError(f"{path}:1: cannot read the file: {exc}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise SegmentError(f"{path}:{line}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise SegmentError(f"{path}:1: invalid YAML: {exc}") from None
+        root = compose_yaml(path, MAX_SEGMENT_BYTES)
+    except ConfigError as exc:
+        raise SegmentError(str(exc)) from None
     if root is None:
         raise SegmentError(f"{path}:1: the file is empty (expected name, refresh and where)")
     return _Parser(path).definition(root)
@@ -701,6 +723,8 @@ def load_valid_segments(directory: Path) -> tuple[dict[str, SegmentDefinition], 
             valid[definition.name] = definition
         except SegmentError as exc:
             errors[path] = str(exc)
+        except Exception as exc:  # noqa: BLE001 (a parser bug must not stop the code location: this file fails alone)
+            errors[path] = f"{path}:1: cannot load the definition ({type(exc).__name__}: {exc})"
     while True:
         try:
             check_references(valid, invalid={path.stem: path for path in errors})
@@ -802,6 +826,11 @@ def _as_number(lit: Literal) -> int | float | None:
             return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, int) and abs(value) > MAX_WHOLE:  # beyond BIGINT: as a DOUBLE, if it is one
+        try:
+            value = float(value)
+        except OverflowError:
+            return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -819,7 +848,10 @@ def _as_datetime(lit: Literal) -> tuple[datetime, bool] | None:
             return value, True
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            try:
+                value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            except OverflowError:  # 9999-12-31T23:00-05:00 is past the last representable instant
+                return None
         return value, False
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day), True
@@ -1057,11 +1089,10 @@ class _Compiler:
     def values(self, test: Test, value_type: str, element_type: str | None, what: str) -> list:
         if test.op in ("within_last", "not_within_last"):
             lit = test.values[0]
-            match = DURATION_RE.match(lit.value) if isinstance(lit.value, str) else None
-            if not match:
-                raise self.error(lit.line, f"'{test.op}' needs a duration like 30m, 2h or 7d, not {lit.value!r}")
-            amount, unit = match.groups()
-            return [self.now - timedelta(**{DURATION_UNITS[unit]: int(amount)}), self.now]
+            try:
+                return [self.now - parse_duration(lit.value), self.now]
+            except ValueError as exc:
+                raise self.error(lit.line, f"'{test.op}' needs {exc}") from None
         expected = element_type if value_type == "list" else value_type
         out = []
         for i, lit in enumerate(test.values):
@@ -1075,7 +1106,7 @@ class _Compiler:
                 if parsed is not None:
                     value, date_only = parsed
                     if test.op == "between" and i == 1 and date_only:  # the whole last day
-                        value = value + timedelta(days=1) - timedelta(microseconds=1)
+                        value = datetime.max if value.date() == date.max else value + timedelta(days=1, microseconds=-1)
             else:
                 raise self.error(test.line, f"operator '{test.op}' does not apply to {what}: its elements are not text or numbers")
             if value is None:
@@ -1094,8 +1125,8 @@ class _Compiler:
             return q(f"{{}} {SQL_DATETIME[op]} {{}}", x, values[0])
         if op in ("between", "within_last"):
             return q("{} BETWEEN {} AND {}", x, values[0], values[1])
-        if op == "in":
-            return q("{} IN (" + ", ".join("{}" for _ in values) + ")", x, *values)
+        if op == "in":  # one list parameter, joined: a list of thousands of values stays fast
+            return q("{} IN (SELECT unnest({}::VARCHAR[]))", x, list(values))
         if op in ("contains", "starts_with", "ends_with"):
             return q(f"{op}({{}}, {{}})", x, values[0])
         if op in ("is_true", "is_false"):
