@@ -49,7 +49,7 @@ class Shop:
             at = (T0 + timedelta(hours=h, minutes=rng.randrange(60))).isoformat() + "Z"
             kind = rng.choice(["track", "track", "identify", "page", "group", "alias"])
             message = {"messageId": f"m{rng.randrange(10**9)}", "type": kind, "anonymousId": rng.choice(person["anon"]),
-                       "timestamp": at}
+                       "timestamp": at, "receivedAt": at}  # the collector always sets receivedAt
             if person["user"] and rng.random() < 0.7:
                 message["userId"] = person["user"]
             if kind == "track":
@@ -115,7 +115,8 @@ class Shop:
                 h = rng.choice(hours)
                 self.raw[("web", h)] = self.raw[("web", h)] + [json.dumps(
                     {"messageId": f"m{rng.randrange(10**9)}", "type": "identify", "userId": other["user"],
-                     "anonymousId": person["anon"][0], "timestamp": T0.isoformat() + "Z", "traits": {"email": other["email"]}})]
+                     "anonymousId": person["anon"][0], "timestamp": T0.isoformat() + "Z", "receivedAt": T0.isoformat() + "Z",
+                     "traits": {"email": other["email"]}})]
 
     def write(self, data_dir, previous: dict) -> None:
         """Bring the raw tables to the shop's partitions: changed ones replaced, vanished ones emptied."""
@@ -135,7 +136,8 @@ def _snapshot(data_dir) -> dict:
         return {
             "events": sorted(con.execute("SELECT event_id, event_type, user_id, anonymous_id, occurred_at, received_at, traits::VARCHAR FROM cdp.events").fetchall()),
             "quarantine": sorted(con.execute("SELECT source, partition_key, record, reasons FROM cdp.quarantine").fetchall()),
-            "validated": {name: sorted(map(str, con.execute(f"SELECT * EXCLUDE (_batch_id) FROM validated.{name}").fetchall()))
+            # (received_at: when a row was first received, which only the warehouse that received it knows)
+            "validated": {name: sorted(map(str, con.execute(f"SELECT * EXCLUDE (_batch_id, received_at) FROM validated.{name}").fetchall()))
                           for name in ("crm_customers", "orders", "pos")},
             "edges": sorted(con.execute("SELECT * EXCLUDE (_batch_id) FROM cdp.identity_edges").fetchall()),
             "identifiers": sorted(con.execute("SELECT * EXCLUDE (_batch_id) FROM core.identifiers").fetchall()),

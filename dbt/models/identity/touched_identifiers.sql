@@ -5,7 +5,7 @@
     tags=['identity_inputs'],
     materialized='incremental',
     incremental_strategy='append',
-    post_hook=["{{ advance_watermark() }}"],
+    post_hook=["{{ advance_watermark() }}", "{{ record_config_digest() }}"],
 ) }}
 
 with touched as (
