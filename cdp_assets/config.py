@@ -146,6 +146,7 @@ class SourceConfig:
     traits: tuple[str, ...] = ()
     relationships: dict[str, str] = field(default_factory=dict)  # column -> kind (household, parent...)
     purchases: dict = field(default_factory=dict)  # how its records are purchases (see PURCHASE_KEYS)
+    max_quarantine_rate: float = 0.05  # a raw partition quarantining more is worth a look (a warning check)
 
 
 def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
@@ -200,7 +201,14 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         traits=tuple(entry.get("traits") or ()),
         relationships=dict(entry.get("relationships") or {}),
         purchases=dict(purchases),
+        max_quarantine_rate=_rate(where, entry.get("max_quarantine_rate", 0.05)),
     )
+
+
+def _rate(where: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}.max_quarantine_rate: {value!r} is not a share between 0 and 1")
+    return float(value)
 
 
 def _check_purchases(where: str, kind: str, purchases, columns: dict, identifiers: dict) -> None:

@@ -35,10 +35,32 @@ def test_reconciliation_passes_per_partition_then_fails_when_a_record_is_lost(tm
     assert result.passed and result.metadata["per_source"].data["web"] == {"partitions": 2, "raw": 5, "accepted": 4, "quarantined": 1}
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         con.execute("DELETE FROM cdp.quarantine")  # a rejected record silently dropped
+        con.execute("DELETE FROM cdp.events WHERE event_id = 'm1'")  # an accepted one lost
         con.execute("INSERT INTO raw.web VALUES ('2026-01-01-02:00', 'f', 1, '{}', now())")  # one never judged
     result = records_reconcile(warehouse=WarehouseResource())
     problems = result.metadata["problems"].md_str
-    assert not result.passed and "2026-01-01-01:00" in problems and "2026-01-01-02:00: 1 raw records never judged" in problems
+    assert not result.passed
+    assert "web 2026-01-01-00:00: raw 3, accepted 2, quarantined 0 (lost)" in problems
+    assert "web 2026-01-01-01:00: raw 2, accepted 1, quarantined 0 (lost)" in problems
+    assert "web 2026-01-01-02:00: raw 1, accepted 0, quarantined 0 (never judged)" in problems
+
+
+def test_quarantine_rate_warns_for_a_partition_of_mostly_garbage(tmp_path, monkeypatch):
+    from cdp_assets.events.checks import quarantine_rate_within_bounds
+
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+    good = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": f"m{i}"})) for i in range(40)]
+    garbage = [("2026-01-01-01:00", "{broken") for _ in range(47)] + [("2026-01-01-01:00", json.dumps({**GOOD, "messageId": f"g{i}"})) for i in range(3)]
+    con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", good + garbage)
+    con.close()
+    web = SourceConfig(name="web", kind="events", partitions="hourly")
+    assert materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET).success
+    result = quarantine_rate_within_bounds(warehouse=WarehouseResource())
+    assert not result.passed and result.metadata["partitions_above"].value == 1
+    assert "web 2026-01-01-01:00: 94.0%" in result.metadata["above"].md_str
 
 
 def test_volume_check_flags_a_closed_hour_far_from_the_trailing_median():

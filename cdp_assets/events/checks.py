@@ -1,9 +1,12 @@
 """Checks on the validated layer."""
 
-from dagster import AssetCheckResult, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
+from cdp_assets.config import load_sources
 from cdp_resources import WarehouseResource
 from cdp_resources.warehouse import table_exists
+
+MIN_RECORDS = 20  # a partition this small says nothing about a source's health
 
 
 @asset_check(asset=["cdp", "events"], blocking=True, description="Every event id appears once.")
@@ -21,36 +24,73 @@ def unique_event_ids(warehouse: WarehouseResource) -> AssetCheckResult:
 @asset_check(
     asset=["cdp", "quarantine"],
     blocking=True,
-    description="Nothing is lost: per source and partition, raw records = accepted + quarantined, and the tables agree.",
+    description="Nothing is lost: per source and partition, the raw records equal what was written as accepted "
+    "(cdp.events and its held duplicates, or validated.<source>_changes) plus what was quarantined, each counted "
+    "in its own table.",
 )
 def records_reconcile(warehouse: WarehouseResource) -> AssetCheckResult:
-    problems, per_source = [], {}
+    sources = load_sources()
     with warehouse.connect() as con:
-        judged = con.execute("SELECT source, partition_key, records, accepted, quarantined FROM validated.reconciliation").fetchall()
-        raw, stored = {}, {}
-        for source in {row[0] for row in judged}:
-            if table_exists(con, f"raw.{source}"):
-                raw |= {(source, k): n for k, n in con.execute(f'SELECT partition_key, count(*) FROM raw."{source}" GROUP BY 1').fetchall()}
-        stored = {(s, k): n for s, k, n in con.execute("SELECT source, partition_key, count(*) FROM cdp.quarantine GROUP BY 1, 2").fetchall()}
-    seen = set()
-    for source, partition, records, accepted, quarantined in judged:
-        key = (source, partition)
-        seen.add(key)
+        counts = {}
+        for source in sources.values():
+            if not table_exists(con, f"raw.{source.name}"):
+                continue
+            written = (
+                ["cdp.events", "core.event_duplicates"] if source.kind == "events" else [f"validated.{source.name}_changes"]
+            )
+            parts = [f'SELECT partition_key, count(*) AS n, 0 AS a, 0 AS q FROM raw."{source.name}" GROUP BY 1']
+            where = "raw_source = $source" if source.kind == "events" else "true"
+            parts += [f"SELECT partition_key, 0, count(*), 0 FROM {t} WHERE {where} GROUP BY 1" for t in written if table_exists(con, t)]
+            parts.append("SELECT partition_key, 0, 0, count(*) FROM cdp.quarantine WHERE source = $source GROUP BY 1")
+            for key, raw, accepted, quarantined in con.execute(
+                f"SELECT partition_key, sum(n), sum(a), sum(q) FROM ({' UNION ALL '.join(parts)}) GROUP BY 1",
+                {"source": source.name},
+            ).fetchall():
+                counts[(source.name, key)] = (raw, accepted, quarantined)
+    problems, per_source = [], {}
+    for (source, key), (raw, accepted, quarantined) in sorted(counts.items()):
         totals = per_source.setdefault(source, {"partitions": 0, "raw": 0, "accepted": 0, "quarantined": 0})
         totals["partitions"] += 1
-        totals["raw"] += raw.get(key, 0)
+        totals["raw"] += raw
         totals["accepted"] += accepted
         totals["quarantined"] += quarantined
-        if records != accepted + quarantined or raw.get(key, 0) != records or stored.get(key, 0) != quarantined:
-            problems.append(
-                f"{source} {partition or '(unpartitioned)'}: raw {raw.get(key, 0)}, judged {records}, "
-                f"accepted {accepted}, quarantined {quarantined} (stored {stored.get(key, 0)})"
-            )
-    problems += [f"{s} {k}: {n} raw records never judged" for (s, k), n in raw.items() if (s, k) not in seen]
+        if raw != accepted + quarantined:
+            what = "never judged" if accepted + quarantined == 0 else "lost" if raw > accepted + quarantined else "extra"
+            problems.append(f"{source} {key or '(unpartitioned)'}: raw {raw}, accepted {accepted}, quarantined {quarantined} ({what})")
     return AssetCheckResult(
         passed=not problems,
         metadata={
             "per_source": MetadataValue.json(per_source),
             "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+        },
+    )
+
+
+@asset_check(
+    asset=["cdp", "quarantine"],
+    description="Per source and raw partition, the share of records quarantined stays at or below the source's "
+    "`max_quarantine_rate` (config/sources.yaml, default 5%), judged on partitions of at least 20 records.",
+)
+def quarantine_rate_within_bounds(warehouse: WarehouseResource) -> AssetCheckResult:
+    sources = load_sources()
+    with warehouse.connect() as con:
+        rows = con.execute(
+            "SELECT source, partition_key, records, quarantined FROM validated.reconciliation WHERE records >= $at_least",
+            {"at_least": MIN_RECORDS},
+        ).fetchall() if table_exists(con, "validated.reconciliation") else []
+    high = [
+        (source, key, quarantined / records)
+        for source, key, records, quarantined in rows
+        if source in sources and quarantined / records > sources[source].max_quarantine_rate
+    ]
+    high.sort(key=lambda row: -row[2])
+    return AssetCheckResult(
+        passed=not high,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "partitions_judged": len(rows),
+            "partitions_above": len(high),
+            "worst_rate": round(high[0][2], 4) if high else 0.0,
+            "above": MetadataValue.md("\n".join(f"- {s} {k or '(unpartitioned)'}: {r:.1%}" for s, k, r in high[:50]) or "none"),
         },
     )
