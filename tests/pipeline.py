@@ -44,7 +44,7 @@ def refresh(data_dir: Path, sources: dict[str, SourceConfig], now: datetime = da
             con.execute(RAW_DDL.format(name=name))
     build_models(data_dir, "path:models/staging/parsed", sources)
     with warehouse(data_dir) as con:
-        batch = start_validation(con, now)
+        batch = start_validation(con, now, sources.values())
         for source in sources.values():
             validate_source(con, source, PiiRules(), {"max_event_time": now + timedelta(days=1)}, batch)
     build_models(data_dir, "tag:identity_inputs", sources, now)

@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdp_assets.config import load_sources
+from cdp_assets.segments.assets import refresh_segment
+from cdp_assets.segments.compiler import load_segments
+from cdp_resources.settings import config_dir
 from tests.pipeline import load_raw, refresh
 
 SOURCES = load_sources()
@@ -151,13 +154,50 @@ def _snapshot(data_dir) -> dict:
         con.close()
 
 
+# The shipped templates, and one that reuses another and tests a profile time against the clock.
+EXTRA_SEGMENT = """name: engaged_vips
+where:
+  all:
+    - segment: vip_buyers
+    - any:
+        - {event: product_viewed, within: 3h}
+        - {trait: last_event_at, op: within_last, value: 5h}
+"""
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("segments")
+    for path in (config_dir() / "segments").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    (folder / "engaged_vips.yaml").write_text(EXTRA_SEGMENT)
+    definitions = load_segments(folder)
+    ordered, done = [], set()
+    while len(ordered) < len(definitions):  # the segments a rule reuses first
+        for name, definition in sorted(definitions.items()):
+            if name not in done and set(definition.depends_on) <= done:
+                ordered.append(definition)
+                done.add(name)
+    return ordered
+
+
+def evaluate(data_dir, segments, now: datetime, incremental: bool = True) -> dict:
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as con:
+        modes = {d.name: refresh_segment(con, d, now, incremental=incremental)["mode"] for d in segments}
+        members = {d.name: sorted(r[0] for r in con.execute(
+            "SELECT person_id FROM cdp.segment_membership WHERE segment = ?", [d.name]).fetchall()) for d in segments}
+    return {"modes": modes, "members": members}
+
+
 STEPS = st.lists(st.sampled_from(["new_hour", "late_file", "replay", "vanish", "crm", "orders", "pos", "merge"]),
                  min_size=2, max_size=4)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**6), rounds=st.lists(STEPS, min_size=2, max_size=3))
-def test_incremental_refreshes_end_where_a_full_rebuild_ends(tmp_path_factory, seed, rounds):
+def test_incremental_refreshes_end_where_a_full_rebuild_ends(tmp_path_factory, segments, seed, rounds):
+    """...and the segments, re-evaluated after each refresh for the persons whose membership can have
+    changed, hold exactly the members a full evaluation finds (time moving windows between runs)."""
     shop = Shop(seed)
     incremental = tmp_path_factory.mktemp("incremental")
     written: dict = {}
@@ -166,13 +206,19 @@ def test_incremental_refreshes_end_where_a_full_rebuild_ends(tmp_path_factory, s
             shop.change(step)
         shop.write(incremental, written)
         written = {key: list(lines) for key, lines in shop.raw.items()}
-        refresh(incremental, SOURCES, now=NOW + timedelta(hours=number))
+        now = T0 + timedelta(hours=shop.hours + 2 * number, minutes=30)  # windows of hours and days move
+        refresh(incremental, SOURCES, now=now)
+        modes = evaluate(incremental, segments, now)["modes"]
+        assert number == 0 or set(modes.values()) == {"incremental"}, modes
     full = tmp_path_factory.mktemp("full")
     shop.write(full, {})
-    refresh(full, SOURCES, now=NOW + timedelta(hours=len(rounds) - 1))
+    refresh(full, SOURCES, now=now)
     got, expected = _snapshot(incremental), _snapshot(full)
     for part in expected:
         assert got[part] == expected[part], part
+    # The same warehouse's segments evaluated in full now: the members the incremental runs kept.
+    kept = evaluate(incremental, segments, now, incremental=True)["members"]
+    assert evaluate(incremental, segments, now, incremental=False)["members"] == kept
 
 
 def test_an_unchanged_refresh_changes_nothing_downstream(tmp_path):

@@ -64,7 +64,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         with warehouse.lock():
             ensure_parse_views(warehouse, sources.values())
         with warehouse.connect() as con:
-            batch = start_validation(con, now)
+            batch = start_validation(con, now, sources.values())
             for source in sources.values():
                 results[source.name] = validate_source(con, source, pii, parameters, batch, log=context.log.info)
             totals = _totals(con, sources)

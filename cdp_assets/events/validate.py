@@ -309,10 +309,26 @@ def ensure_parse_views(warehouse, sources) -> None:
         run_dbt(["run", "--select", "path:models/staging/parsed"], dbt_vars())
 
 
-def start_validation(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
-    """The batch of this validation run, its tables ready."""
+# The dbt models that read the *_removed logs of validated tables (dbt/macros/incremental.sql).
+REMOVED_LOG_READERS = ["identifier_sightings", "touched_identifiers", "trait_observations", "affected_persons"]
+
+
+def start_validation(con: duckdb.DuckDBPyConnection, now: datetime, sources=()) -> int:
+    """The batch of this validation run, its tables ready and the change logs every reader has read dropped."""
     ensure_event_tables(con)
+    prune_change_logs(con, sources)
     return new_batch(con, "validation", now)
+
+
+def prune_change_logs(con: duckdb.DuckDBPyConnection, sources) -> None:
+    needed = ["core.touched_identifiers", "core.id_map_changes", "core.affected_persons", "core.segment_evaluations"]
+    if not all(table_exists(con, t) for t in needed):
+        return  # before the first whole refresh nothing has been read yet
+    run_sql(con, "prune")
+    logs = ["core.events_removed"] + [f'validated."{s.name}_removed"' for s in sources if s.kind != "events"]
+    for log in logs:
+        if table_exists(con, log.replace('"', "")):
+            run_sql(con, "prune_removed", {"readers": REMOVED_LOG_READERS}, log=log)
 
 
 def new_batch(con: duckdb.DuckDBPyConnection, stage: str, now: datetime) -> int:

@@ -23,8 +23,10 @@ from cdp_assets.segments.compiler import (
     load_valid_segments,
     property_events,
 )
+from cdp_assets.segments.incremental import candidates_sql, clock_windows, definition_digest
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
+from cdp_resources.warehouse import table_exists
 
 MEMBERSHIP_DDL = """CREATE TABLE IF NOT EXISTS cdp.segment_membership (
     segment VARCHAR, person_id VARCHAR, entered_at TIMESTAMP)"""
@@ -37,16 +39,38 @@ def segment_key(name: str) -> AssetKey:
     return AssetKey(["segments", name])
 
 
-def refresh_segment(con, definition: SegmentDefinition, now: datetime) -> dict[str, int]:
-    """Evaluate one segment and apply the difference to membership and changes, in one transaction."""
+EVALUATIONS_DDL = """CREATE TABLE IF NOT EXISTS core.segment_evaluations (
+    segment VARCHAR PRIMARY KEY, evaluated_at TIMESTAMP, batch_id BIGINT, digest VARCHAR)"""
+
+
+def refresh_segment(con, definition: SegmentDefinition, now: datetime, incremental: bool = True) -> dict[str, int]:
+    """Evaluate one segment and apply the difference to membership and changes, in one transaction: for the
+    persons whose membership can have changed since its last evaluation (segments/incremental.py), or for
+    everyone on the first evaluation, after the rule changed, or when asked (`incremental=False`)."""
     catalog = catalog_from_warehouse(con, event_names=property_events(definition))
-    compiled = compile_segment(definition, catalog, now)
     con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
+    con.execute("CREATE SCHEMA IF NOT EXISTS core")
     con.execute(MEMBERSHIP_DDL)
     con.execute(CHANGES_DDL)
+    con.execute(EVALUATIONS_DDL)
+    name, digest = definition.name, definition_digest(definition)
+    windows = clock_windows(definition.where)
+    last = con.execute("SELECT evaluated_at, batch_id, digest FROM core.segment_evaluations WHERE segment = ?", [name]).fetchone()
+    batch = con.execute("SELECT max(batch_id) FROM core.batches").fetchone()[0] if table_exists(con, "core.batches") else None
+    scoped = (incremental and last is not None and last[2] == digest and windows.exact and batch is not None
+              and _columns(con, "cdp.profiles") >= {"person_id", "_batch_id"} and table_exists(con, "core.affected_persons"))
     con.execute("BEGIN")
+    if scoped:
+        sql, params = candidates_sql(name, windows, last[1], last[0], now)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _candidates AS SELECT DISTINCT person_id FROM ({sql})", params)
+        con.execute("CREATE OR REPLACE TEMP TABLE _candidate_profiles AS SELECT * FROM cdp.profiles SEMI JOIN _candidates USING (person_id)")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _candidate_events AS {_CANDIDATE_EVENTS}")
+        compiled = compile_segment(definition, catalog, now, profiles="temp._candidate_profiles", events="temp._candidate_events")
+        scope = "AND person_id IN (SELECT person_id FROM _candidates)"
+    else:
+        compiled = compile_segment(definition, catalog, now)
+        scope = ""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _members AS SELECT DISTINCT person_id FROM ({compiled.sql})", compiled.params)
-    name = definition.name
     current = "SELECT person_id FROM cdp.segment_membership WHERE segment = ?"
     entered = con.execute(
         f"INSERT INTO cdp.segment_changes SELECT ?, person_id, 'entered', ? FROM _members "
@@ -55,21 +79,44 @@ def refresh_segment(con, definition: SegmentDefinition, now: datetime) -> dict[s
     ).fetchone()[0]
     exited = con.execute(
         "INSERT INTO cdp.segment_changes SELECT ?, person_id, 'exited', ? FROM cdp.segment_membership "
-        "WHERE segment = ? AND person_id NOT IN (SELECT person_id FROM _members)",
+        f"WHERE segment = ? {scope} AND person_id NOT IN (SELECT person_id FROM _members)",
         [name, now, name],
     ).fetchone()[0]
     con.execute(
-        "DELETE FROM cdp.segment_membership WHERE segment = ? AND person_id NOT IN (SELECT person_id FROM _members)",
+        f"DELETE FROM cdp.segment_membership WHERE segment = ? {scope} AND person_id NOT IN (SELECT person_id FROM _members)",
         [name],
     )
     con.execute(
         f"INSERT INTO cdp.segment_membership SELECT ?, person_id, ? FROM _members WHERE person_id NOT IN ({current})",
         [name, now, name],
     )
-    size = con.execute("SELECT count(*) FROM _members").fetchone()[0]
+    size = con.execute("SELECT count(*) FROM cdp.segment_membership WHERE segment = ?", [name]).fetchone()[0]
+    evaluated = con.execute("SELECT count(*) FROM _members").fetchone()[0]
+    candidates = con.execute("SELECT count(*) FROM _candidates").fetchone()[0] if scoped else None
+    con.execute("INSERT OR REPLACE INTO core.segment_evaluations VALUES (?, ?, ?, ?)", [name, now, batch, digest])
     con.execute("DROP TABLE _members")
     con.execute("COMMIT")
-    return {"size": size, "entered": entered, "exited": exited, "sql": compiled.sql}
+    return {"size": size, "entered": entered, "exited": exited, "sql": compiled.sql,
+            "mode": "incremental" if scoped else "full", "persons_evaluated": candidates, "members_found": evaluated}
+
+
+# The events of the candidates only: their identifiers' raw values, then those events (cdp.events is read by
+# its own columns, so the scan is filtered before person_events' join).
+_CANDIDATE_EVENTS = """
+    SELECT pe.* FROM core.person_events pe
+    WHERE pe.event_id IN (
+        SELECT e.event_id FROM cdp.events e
+        WHERE e.user_id IN (SELECT raw_value FROM core.identifier_persons
+                            WHERE identifier_type = 'user_id' AND person_id IN (SELECT person_id FROM _candidates))
+           OR e.anonymous_id IN (SELECT raw_value FROM core.identifier_persons
+                                 WHERE identifier_type = 'anonymous_id' AND person_id IN (SELECT person_id FROM _candidates)))
+      AND pe.person_id IN (SELECT person_id FROM _candidates)"""
+
+
+def _columns(con, table: str) -> set[str]:
+    schema, name = table.split(".")
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, name]).fetchall()}
 
 
 def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
@@ -88,12 +135,15 @@ def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         with warehouse.connect() as con:
             result = refresh_segment(con, definition, now)
-        context.log.info(f"{definition.name}: {result['size']} members, +{result['entered']} -{result['exited']}")
+        context.log.info(f"{definition.name}: {result['size']} members, +{result['entered']} -{result['exited']} "
+                         f"({result['mode']}, {result['persons_evaluated'] if result['persons_evaluated'] is not None else 'all'} persons evaluated)")
         return MaterializeResult(
             metadata={
                 "size": result["size"],
                 "entered": result["entered"],
                 "exited": result["exited"],
+                "mode": result["mode"],
+                "persons_evaluated": result["persons_evaluated"] if result["persons_evaluated"] is not None else -1,
                 "sql": MetadataValue.md(f"```sql\n{result['sql']}\n```"),
             }
         )

@@ -22,14 +22,18 @@
     values ({{ cdp_literal(consumer or this.identifier) }}, {{ current_batch() }})
 {%- endmacro %}
 
-{#- Incremental models depend on the configuration (sources, identity rules, traits): when a digest of it
-    differs from the one a model's rows were built with, the model rebuilds everything (its pre-hook deletes its
-    rows and its watermark reads as -1). Configuration changes are rare; a rebuild is always right. -#}
+{#- Incremental models depend on the configuration (sources, identity rules, traits) and on erasures (which
+    delete a person's rows everywhere, behind the models' backs): when a digest of both differs from the one a
+    model's rows were built with, the model rebuilds everything (its pre-hook deletes its rows and its watermark
+    reads as -1). Both are rare; a rebuild is always right. -#}
 {% macro config_digest() -%}
     {%- set config = {} -%}
     {%- for name in ['sources', 'identifier_types', 'identity_rules', 'profile_traits', 'trait_sources', 'computed_traits', 'rfm'] -%}
         {%- do config.update({name: var(name, none)}) -%}
     {%- endfor -%}
+    {%- if execute and adapter.get_relation(database=target.database, schema='cdp', identifier='privacy_audit') -%}
+        {%- do config.update({'erasures': run_query("select count(*) from cdp.privacy_audit where action = 'erase'").rows[0][0] | int}) -%}
+    {%- endif -%}
     {{ return(local_md5(tojson(config, sort_keys=true))) }}
 {%- endmacro %}
 
