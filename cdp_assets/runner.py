@@ -16,6 +16,7 @@ from dagster import AssetSelection, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.config import load_sources
+from cdp_assets.sample_orders_api import orders_api_for_run
 from cdp_assets.sources.assets import raw_key
 from cdp_assets.sources.partitions import PARTITIONS
 from cdp_resources import LandingZoneResource, WarehouseResource
@@ -70,24 +71,28 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
         steps.append((f"source {source.name} ({len(keys)} {source.partitions} partitions {keys[0]} … {keys[-1]})", selection, tags))
     steps += [(stage, AssetSelection.groups(stage), {}) for stage in DOWNSTREAM_STAGES]
 
-    for number, (name, selection, tags) in enumerate(steps, start=1):
-        started = time.monotonic()
-        progress(f"[{number}/{len(steps)}] {name} …")
-        result = materialize(
-            assets, selection=selection, resources=resources, instance=instance, tags=tags,
-            run_config=QUIET, raise_on_error=False,
-        )
-        failed = [_step_error(e) for e in result.all_events if e.is_step_failure]
-        failed += [
-            f"check {c.check_name} on {c.asset_key.to_user_string()} failed"
-            for c in result.get_asset_check_evaluations() if not c.passed
-        ]
-        status = "ok" if result.success else "FAILED"
-        progress(f"[{number}/{len(steps)}] {name}: {status} in {time.monotonic() - started:.1f}s")
-        if not result.success:
-            summary.success = False
-            summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
-            break
+    with orders_api_for_run(resources["orders_api"], resources["landing_zone"].base()) as (orders_api, note):
+        if any(source.kind == "api" for source in sources.values()):
+            progress(f"  {note}")
+        run_resources = {**resources, "orders_api": orders_api}
+        for number, (name, selection, tags) in enumerate(steps, start=1):
+            started = time.monotonic()
+            progress(f"[{number}/{len(steps)}] {name} …")
+            result = materialize(
+                assets, selection=selection, resources=run_resources, instance=instance, tags=tags,
+                run_config=QUIET, raise_on_error=False,
+            )
+            failed = [_step_error(e) for e in result.all_events if e.is_step_failure]
+            failed += [
+                f"check {c.check_name} on {c.asset_key.to_user_string()} failed"
+                for c in result.get_asset_check_evaluations() if not c.passed
+            ]
+            status = "ok" if result.success else "FAILED"
+            progress(f"[{number}/{len(steps)}] {name}: {status} in {time.monotonic() - started:.1f}s")
+            if not result.success:
+                summary.success = False
+                summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
+                break
     _fill_summary(summary, resources["warehouse"])
     return summary
 

@@ -5,6 +5,7 @@ is the one place that interprets records. Extracts are idempotent: a partition's
 """
 
 
+import hashlib
 import json
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -221,24 +222,39 @@ def _commit_page(warehouse, table: str, source_name: str, frame: pl.DataFrame, c
 
 
 def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApiResource):
-    """Pull pages after the stored cursor; each page and the cursor after it commit together."""
+    """Pull pages from the stored cursor; each page's new records and the cursor after it commit together.
+
+    The API's last page is read again on the next pull, on purpose (orders added to it are picked up),
+    and an API may serve a page twice: a record already held, the same text (so the same order id and
+    content), is not stored again, while a changed version of an order is.
+    """
     table = f"raw.{source.name}"
+    base_url = orders_api.base_url()
     cursor = _cursor_table(warehouse, table, source.name)
-    loaded = []
+    with warehouse.connect() as con:
+        held = {row[0] for row in con.execute(f"SELECT DISTINCT md5(record) FROM {table}").fetchall()}
+    loaded, read, already_held = [], 0, 0
     suppressions = _suppressions(warehouse, landing_zone)
-    with orders_api.endpoint() as base_url:
-        for page, next_cursor in orders_api.pages(base_url, cursor):
-            records = [json.dumps(order) if isinstance(order, dict) else str(order) for order in page]
-            page_rows = [("", base_url, 0, record) for record in records if not suppressions.matches_record(record)]
-            frame = _records_frame(page_rows)
-            _commit_page(warehouse, table, source.name, frame, next_cursor)
-            loaded.append(frame)
-            cursor = next_cursor
-            context.log.info(f"{source.name}: {sum(len(f) for f in loaded)} records, cursor {cursor}")
+    for page, next_cursor in orders_api.pages(base_url, cursor):
+        page_rows = []
+        for order in page:
+            record = json.dumps(order) if isinstance(order, dict) else str(order)
+            digest = hashlib.md5(record.encode()).hexdigest()  # DuckDB's md5() of the same UTF-8 text
+            if digest in held:
+                already_held += 1
+            elif not suppressions.matches_record(record):
+                held.add(digest)
+                page_rows.append(("", base_url, 0, record))
+        read += len(page)
+        frame = _records_frame(page_rows)
+        _commit_page(warehouse, table, source.name, frame, next_cursor)
+        loaded.append(frame)
+        cursor = next_cursor
+        context.log.info(f"{source.name}: read {read} records, {sum(len(f) for f in loaded)} new, cursor {cursor}")
     frame = pl.concat(loaded) if loaded else _records_frame([])
     with warehouse.connect() as con:
         total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    return _result(frame, [], total, cursor=str(cursor))
+    return _result(frame, [], total, cursor=str(cursor), records_read=read, already_held=already_held)
 
 
 def _extract_postgres(context, source, warehouse, landing_zone, orders_api):
