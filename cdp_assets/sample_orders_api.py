@@ -91,7 +91,8 @@ def orders_api_for_run(orders_api: OrdersApiResource, data_dir: Path) -> Iterato
         return
     with serve_sample_orders(data_dir / "api" / "orders") as url:
         note = f"orders API: {orders_api.base_url_env} is not set and this is the demo's data: sample API at {url}"
-        yield orders_api.model_copy(update={"url": url}), note
+        # A new instance: Dagster resolves a resource from its constructor arguments, not from model_copy.
+        yield type(orders_api)(**{**orders_api.model_dump(), "url": url}), note
 
 
 def _is_json(line: str) -> bool:
