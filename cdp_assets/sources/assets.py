@@ -30,6 +30,7 @@ from cdp_assets.privacy.suppression import Suppressions, load_suppressions, priv
 from cdp_assets.sources.partitions import PARTITIONS
 from cdp_assets.sources.readers import UnreadableFile, csv_records, jsonl_records
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
+from cdp_resources.landing import InputFolder
 
 # Single-run backfills (one run over a range of partitions) are what makes loading months of hourly
 # partitions practical; the policy is marked beta, and we accept that knowingly.
@@ -109,6 +110,19 @@ def _suppressions(warehouse, landing_zone) -> Suppressions:
         return load_suppressions(con, privacy_salt(landing_zone.base()))
 
 
+def input_folder(source: SourceConfig) -> InputFolder | None:
+    """Where a file source's extract reads; None for sources that are pulled (api, postgres)."""
+    area = {"events": "landing", "csv": "imports", "cdc": "cdc"}.get(source.kind)
+    if area is None:
+        return None
+    name = source.path.split("/")[-1] if source.kind == "cdc" and source.path else source.name
+    return InputFolder(area, name, PARTITIONS[source.partitions])
+
+
+def input_folders(sources) -> list[InputFolder]:
+    return [folder for folder in map(input_folder, sources) if folder]
+
+
 def _read_files(context, source, landing_zone, files, read, suppressions) -> tuple[list, list[tuple[str, str]], int]:
     """Records of every readable file; unreadable files are moved to _rejected and listed. Records of
     erased persons are first removed from the file itself (counted, not stored)."""
@@ -173,7 +187,7 @@ def _selected_keys(context: AssetExecutionContext) -> list[str]:
 def _extract_landing(context, source, warehouse, landing_zone, orders_api):
     keys = _selected_keys(context)
     wanted = set(keys)
-    files = [f for f in landing_zone.landing_files(source.name) if f.partition_key in wanted]
+    files = [f for f in landing_zone.input_files(input_folder(source)) if f.partition_key in wanted]
     rows, rejected, suppressed = _read_files(context, source, landing_zone, files, jsonl_records, _suppressions(warehouse, landing_zone))
     return _store(context, source, warehouse, _records_frame(rows), rejected, keys, suppressed_records=suppressed)
 
@@ -181,7 +195,7 @@ def _extract_landing(context, source, warehouse, landing_zone, orders_api):
 def _extract_imports(context, source, warehouse, landing_zone, orders_api):
     keys = _selected_keys(context)
     wanted = set(keys)
-    files = [f for f in landing_zone.import_files(source.name) if f.partition_key in wanted]
+    files = [f for f in landing_zone.input_files(input_folder(source)) if f.partition_key in wanted]
     required = list(source.columns)
     rows, rejected, suppressed = _read_files(
         context, source, landing_zone, files, lambda p: csv_records(p, required), _suppressions(warehouse, landing_zone)
@@ -191,7 +205,7 @@ def _extract_imports(context, source, warehouse, landing_zone, orders_api):
 
 def _extract_cdc(context, source, warehouse, landing_zone, orders_api):
     """All change files are re-read: state is decided by source position, not by file arrival."""
-    files = landing_zone.cdc_files(source.path.split("/")[-1] if source.path else source.name)
+    files = landing_zone.input_files(input_folder(source))
 
     def read(path):
         if path.suffix == ".csv":
