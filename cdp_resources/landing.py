@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -75,14 +76,17 @@ class LandingZoneResource(ConfigurableResource):
     def import_files(self, source: str) -> list[InputFile]:
         """CSV imports keyed by their import day: a date in the file name, else the file's mtime (UTC)."""
         folder = self.base() / "imports" / source
-        return [InputFile(p, import_day(p)) for p in sorted(folder.glob("*.csv")) if _is_input(p, (".csv",))]
+        files = [InputFile(p, import_day(p)) for p in sorted(folder.glob("*.csv")) if _is_input(p, (".csv",))]
+        return [f for f in files if _valid_day(f.partition_key)]
 
     def input_files(self, folder: InputFolder) -> list[InputFile]:
         """The files an extract of `folder` reads: well placed and named, in its partitions."""
         listed = {"landing": self.landing_files, "imports": self.import_files, "cdc": self.cdc_files}[folder.area](folder.name)
         if folder.partitions is None:
             return listed
-        return [f for f in listed if folder.partitions.has_partition_key(f.partition_key)]
+        # Listed keys are real hours or days, whose keys sort in time order: a range test, not a parse per file.
+        first, last = folder.partitions.get_first_partition_key(), folder.partitions.get_last_partition_key()
+        return [f for f in listed if first <= f.partition_key <= last]
 
     def stray_files(self, folders: Iterable[InputFolder]) -> list[StrayFile]:
         """Every file below landing/, imports/ and cdc/ that no extract of `folders` reads, with why.
@@ -179,13 +183,13 @@ def import_day(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).date().isoformat()
 
 
-def read_lines(path: Path) -> list[str]:
-    """The text lines of a landing/CDC file (gzip allowed). Raises ValueError when unreadable."""
+def read_text(path: Path) -> str:
+    """The text of a landing/CDC file (gzip allowed, any number of members; a UTF-8 BOM dropped).
+    Raises ValueError naming the file when it cannot be read as a whole."""
     try:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-        text = raw.decode("utf-8-sig")
-    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        return raw.decode("utf-8-sig")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:  # BadGzipFile is an OSError
         raise ValueError(f"{path.name}: cannot be read: {exc}") from exc
-    return text.splitlines()
