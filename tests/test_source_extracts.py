@@ -69,7 +69,8 @@ def test_a_single_run_backfill_gives_each_partition_its_own_metadata(tmp_path, m
         "2026-01-01-02:00": {"records_loaded": 0, "files": 0, "rejected_files": 1, "dagster/row_count": 0},
         "2026-01-01-03:00": {"records_loaded": 0, "files": 0, "rejected_files": 0, "dagster/row_count": 0},
     }
-    assert "m3" in metadata["2026-01-01-01:00"]["preview"].value and "m1" not in metadata["2026-01-01-01:00"]["preview"].value
+    preview = metadata["2026-01-01-01:00"]["preview"].value  # its own lines only (records are hidden: personal data)
+    assert "hour=01/a.jsonl | 3 |" in preview and "hour=01/b.jsonl.gz | 1 |" in preview and "hour=00" not in preview
     assert "bad.jsonl.gz" in metadata["2026-01-01-02:00"]["rejected"].value
     assert [r[2] for r in _raw(tmp_path) if r[1] == "landing/web/dt=2026-01-01/hour=01/a.jsonl"] == [1, 3]
 

@@ -204,7 +204,7 @@ def _read_batch(context, landing_zone, files, csv_required, suppressions, tally)
     for key, count in counts.iter_rows():
         tally[key].records += count
     for (key,), head in records.group_by("partition_key", maintain_order=True).head(5).group_by("partition_key", maintain_order=True):
-        held = tally[key].preview
+        head, held = head.select("file", "line_no", "record"), tally[key].preview
         tally[key].preview = head if held is None else pl.concat([held, head]).head(5)
     return records
 
