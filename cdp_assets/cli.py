@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--events", type=int, default=100_000, help="tracked events to generate (default 100000)")
     demo.add_argument("--seed", type=int, default=7)
     commands.add_parser("run", help="materialize every asset over the data present")
+    sample_api = commands.add_parser("sample-api", help="serve the demo's orders (data/api/orders) as the orders API")
+    sample_api.add_argument("--host", default="127.0.0.1")
+    sample_api.add_argument("--port", type=int, default=8089)
 
     profile = commands.add_parser("profile", help="the 360 view of one person (text at a terminal, else JSON)")
     profile.add_argument("identifier", metavar="TYPE:VALUE", help="e.g. email:ann@example.com")
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check,
-        "tracking-plan": _tracking_plan_sync, "erase": _erase, "export": _export,
+        "tracking-plan": _tracking_plan_sync, "erase": _erase, "export": _export, "sample-api": _sample_api,
     }
     return handler[args.command](args)
 
@@ -87,6 +90,24 @@ def _run(args) -> int:
     summary = run_everything(progress=lambda line: print(line, flush=True))
     print(format_summary(summary))
     return 0 if summary.success else 1
+
+
+def _sample_api(args) -> int:
+    from cdp_assets.sample_orders_api import sample_orders_server
+
+    folder = data_dir() / "api" / "orders"
+    if not folder.is_dir():
+        print(f"{folder} does not exist: generate the demo first (cdp demo)", file=sys.stderr)
+        return 2
+    server = sample_orders_server(folder, args.host, args.port)
+    print(f"serving {folder} as the orders API: export CDP_ORDERS_API_URL=http://{args.host}:{server.server_address[1]}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _profile(args) -> int:

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import AssetSelection, DagsterInstance, materialize
+from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.config import load_sources
-from cdp_assets.sources.assets import raw_key
-from cdp_assets.sources.partitions import PARTITIONS
+from cdp_assets.sample_orders_api import orders_api_for_run
+from cdp_assets.sources.assets import input_folder, input_folders, raw_key
+from cdp_assets.sources.checks import stray_files_markdown
 from cdp_resources import LandingZoneResource, WarehouseResource
+from cdp_resources.landing import StrayFile
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PUBLIC_TABLES = [
@@ -37,13 +39,13 @@ class RunSummary:
     segments: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)
     rejected_files: int = 0
+    stray_files: list[StrayFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def partitions_present(source, landing_zone: LandingZoneResource) -> list[str]:
     """Partition keys of a source that have input files and exist in its partitions definition."""
-    files = landing_zone.landing_files(source.name) if source.kind == "events" else landing_zone.import_files(source.name)
-    valid = set(PARTITIONS[source.partitions].get_partition_keys())
-    return sorted({f.partition_key for f in files} & valid)
+    return sorted({f.partition_key for f in landing_zone.input_files(input_folder(source))})
 
 
 def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
@@ -70,6 +72,16 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
         steps.append((f"source {source.name} ({len(keys)} {source.partitions} partitions {keys[0]} … {keys[-1]})", selection, tags))
     steps += [(stage, AssetSelection.groups(stage), {}) for stage in DOWNSTREAM_STAGES]
 
+    with orders_api_for_run(resources["orders_api"], resources["landing_zone"].base()) as (orders_api, note):
+        if any(source.kind == "api" for source in sources.values()):
+            progress(f"  {note}")
+        _run_steps(steps, assets, {**resources, "orders_api": orders_api}, instance, summary, progress)
+    _fill_summary(summary, resources["warehouse"])
+    summary.stray_files = resources["landing_zone"].stray_files(input_folders(sources.values()))
+    return summary
+
+
+def _run_steps(steps, assets, resources, instance, summary: RunSummary, progress: Callable[[str], None]) -> None:
     for number, (name, selection, tags) in enumerate(steps, start=1):
         started = time.monotonic()
         progress(f"[{number}/{len(steps)}] {name} …")
@@ -82,14 +94,16 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
             f"check {c.check_name} on {c.asset_key.to_user_string()} failed"
             for c in result.get_asset_check_evaluations() if not c.passed
         ]
+        summary.warnings += [
+            f"{name}: check {c.check_name} on {c.asset_key.to_user_string()} warns"
+            for c in result.get_asset_check_evaluations() if not c.passed and c.severity == AssetCheckSeverity.WARN
+        ]
         status = "ok" if result.success else "FAILED"
         progress(f"[{number}/{len(steps)}] {name}: {status} in {time.monotonic() - started:.1f}s")
         if not result.success:
             summary.success = False
             summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
             break
-    _fill_summary(summary, resources["warehouse"])
-    return summary
 
 
 def _erase_pending(instance, resources, summary: RunSummary, progress: Callable[[str], None]) -> bool:
@@ -146,6 +160,12 @@ def format_summary(summary: RunSummary) -> str:
     lines.append("Segments: " + (", ".join(f"{k} {v:,}" for k, v in summary.segments.items()) or "none"))
     lines.append("Quarantined: " + (", ".join(f"{k} {v:,}" for k, v in summary.quarantined.items()) or "none"))
     lines.append(f"Rejected files (data/landing/_rejected): {summary.rejected_files}")
+    lines.append(f"Files no run reads: {len(summary.stray_files)}")
+    if summary.stray_files:
+        lines += [f"  {line[2:]}" for line in stray_files_markdown(summary.stray_files).splitlines()]
+    if summary.warnings:
+        lines.append("Warnings:")
+        lines += [f"  {warning}" for warning in summary.warnings]
     if summary.failures:
         lines.append("FAILED:")
         lines += [f"  {failure}" for failure in summary.failures]
