@@ -30,8 +30,9 @@ def load_raw(data_dir: Path, source: str, partition: str, lines: list[str], file
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         con.execute(RAW_DDL.format(name=source))
         con.execute(f"DELETE FROM raw.{source} WHERE partition_key = ?", [partition])
-        con.executemany(f"INSERT INTO raw.{source} VALUES (?, ?, ?, ?, ?)",
-                        [(partition, file, n, line, at or datetime.now()) for n, line in enumerate(lines, 1)])
+        if lines:
+            con.executemany(f"INSERT INTO raw.{source} VALUES (?, ?, ?, ?, ?)",
+                            [(partition, file, n, line, at or datetime.now()) for n, line in enumerate(lines, 1)])
 
 
 def refresh(data_dir: Path, sources: dict[str, SourceConfig], now: datetime = datetime(2026, 3, 1), profiles: bool = True) -> None:
@@ -42,7 +43,9 @@ def refresh(data_dir: Path, sources: dict[str, SourceConfig], now: datetime = da
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         for name in sources:
             con.execute(RAW_DDL.format(name=name))
-    build_models(data_dir, "path:models/staging/parsed", sources)
+        views = con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'staging'").fetchone()[0]
+    if views < 2:  # the parse views, built once (the views read the raw tables as they are)
+        build_models(data_dir, "path:models/staging/parsed", sources)
     with warehouse(data_dir) as con:
         batch = start_validation(con, now, sources.values())
         for source in sources.values():

@@ -193,7 +193,7 @@ STEPS = st.lists(st.sampled_from(["new_hour", "late_file", "replay", "vanish", "
                  min_size=2, max_size=4)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**6), rounds=st.lists(STEPS, min_size=2, max_size=3))
 def test_incremental_refreshes_end_where_a_full_rebuild_ends(tmp_path_factory, segments, seed, rounds):
     """...and the segments, re-evaluated after each refresh for the persons whose membership can have
