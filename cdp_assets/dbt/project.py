@@ -4,6 +4,7 @@ and rebuilt on load only under `dagster dev`, so production loads never parse db
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from dagster_dbt import DbtProject
@@ -37,7 +38,10 @@ def run_dbt(args: list[str], vars_: dict | None = None) -> None:
     global _RUNNER
     if _RUNNER is None:
         _RUNNER = dbtRunner()
-    command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]
+    # A target and log folder per process: concurrent processes (tests, a run beside the UI) never share them.
+    scratch = Path(tempfile.gettempdir()) / f"cdp-dbt-{os.getpid()}"
+    command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet",
+               "--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")]
     if vars_ is not None:
         command += ["--vars", json.dumps(vars_)]
     saved = {k: os.environ.get(k) for k in ("CDP_DATA_DIR", "CDP_CONFIG_DIR")}
