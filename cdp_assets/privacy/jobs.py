@@ -1,6 +1,6 @@
 """The privacy job: process recorded erasure requests; a sensor starts it when a request appears."""
 
-from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipReason, job, op, sensor
+from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipReason, in_process_executor, job, op, sensor
 
 from cdp_assets.activation.config import load_destinations
 from cdp_assets.identity.rules import load_identity_rules
@@ -36,12 +36,13 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
     return audits
 
 
-@op(description="Erase every person with a pending request, in every layer; audit without personal data.")
+@op(description="Erase every person with a pending request, in every layer; audit without personal data.", pool="warehouse")
 def erase_requested_persons(context: OpExecutionContext, warehouse: WarehouseResource) -> int:
     return len(process_erasure_requests(warehouse, log=context.log.info))
 
 
-@job(description="Process erasure requests (cdp erase); derived tables are rebuilt by refresh_job after it.")
+@job(description="Process erasure requests (cdp erase); derived tables are rebuilt by refresh_job after it.",
+     executor_def=in_process_executor)
 def privacy_job():
     erase_requested_persons()
 

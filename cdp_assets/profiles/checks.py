@@ -6,6 +6,7 @@ from cdp_resources import WarehouseResource
 
 
 @asset_check(
+    pool="warehouse",
     asset=["cdp", "profiles"],
     blocking=True,
     description="Exactly one profile per person of the id map: unique, and referentially intact both ways.",
@@ -28,6 +29,7 @@ def one_profile_per_person(warehouse: WarehouseResource) -> AssetCheckResult:
 
 
 @asset_check(
+    pool="warehouse",
     asset=["cdp", "profile_history"],
     description="Every profile equals the current version of its history (valid_to null), trait by trait.",
 )

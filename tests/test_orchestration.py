@@ -1,0 +1,135 @@
+"""Orchestration without waste: executors, schedules on by default, one refresh per change (a real Dagster
+instance evaluating the sensor), no dbt parse at step start."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dagster import (
+    DagsterEvent, DagsterEventType, DagsterInstance, DagsterRunStatus, RunRequest, SkipReason, build_sensor_context,
+    instance_for_test,
+)
+
+
+@pytest.fixture(scope="module")
+def defs():
+    from cdp_assets.definitions import defs
+
+    return defs
+
+
+def _pools(job) -> set:
+    return {getattr(node.definition, "pool", None) for node in job.graph.node_dict.values()}
+
+
+def test_warehouse_bound_jobs_run_their_steps_in_one_process(defs):
+    jobs = {job.name: job for job in defs.resolve_all_job_defs()}
+    in_pool = set()
+    for name, job in jobs.items():
+        pools = _pools(job)
+        # A step outside the pool reads files only (the stray-files check) or is an HTTP delivery.
+        if "warehouse" in pools:
+            in_pool.add(name)
+            assert job.executor_def.name == "in_process", name
+    assert {"refresh_job", "daily_segments_job", "web_hourly_job", "privacy_job", "__ASSET_JOB"} <= in_pool
+    refresh = jobs["refresh_job"]
+    outside = {n.name for n in refresh.graph.node_dict.values() if getattr(n.definition, "pool", None) != "warehouse"}
+    assert outside == set(), outside  # every step of a refresh waits for the warehouse: nothing to run beside it
+    # Deliveries wait on HTTP, not the warehouse: they keep a process each and run side by side.
+    assert jobs["activation_job"].executor_def.name == "multiprocess"
+
+
+def test_every_schedule_the_readme_promises_is_on_by_default(defs):
+    from dagster import DefaultScheduleStatus
+
+    schedules = {s.name: s for s in defs.schedules}
+    promised = {  # README, Orchestration
+        "web_hourly_job_schedule", "pos_daily_job_schedule", "orders_extract_job_schedule",
+        "crm_customers_extract_job_schedule", "refresh_job_schedule", "daily_segments_job_schedule",
+        "activation_job_schedule",
+    }
+    assert promised <= set(schedules)
+    assert {name for name, s in schedules.items() if s.default_status != DefaultScheduleStatus.RUNNING} == set()
+
+
+# --- one refresh per change: the sensor against a real instance (a temporary DAGSTER_HOME) ---------------------------------------------
+
+
+def _report(instance: DagsterInstance, run, event_type: DagsterEventType) -> None:
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=event_type.value, job_name=run.job_name, message=event_type.value), run.run_id
+    )
+    time.sleep(0.01)  # run timestamps are compared: keep events apart
+
+
+def _run(instance, job_name: str, *events: DagsterEventType | None):
+    """A run in `instance`, created (not started: waiting, as in the queue) and taken through `events`."""
+    from dagster._core.test_utils import create_run_for_test
+
+    run = create_run_for_test(instance, job_name=job_name, status=DagsterRunStatus.NOT_STARTED)
+    for event in filter(None, events):
+        _report(instance, run, event)
+    return run
+
+
+def _evaluate(sensor, instance):
+    result = sensor(build_sensor_context(instance=instance))
+    return [result] if isinstance(result, RunRequest) else result if isinstance(result, list) else []
+
+
+def test_refresh_follows_extracts_once_and_never_overlaps_itself(defs):
+    START, SUCCESS, ENQUEUED = DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, None
+    sensor = defs.get_sensor_def("refresh_after_extract")
+    with instance_for_test() as instance:
+        assert _evaluate(sensor, instance) == []  # nothing happened yet (e.g. right after `make demo`)
+
+        # Two extracts succeed while nothing else runs: one refresh.
+        _run(instance, "web_hourly_job", START, SUCCESS)
+        _run(instance, "crm_customers_extract_job", START, SUCCESS)
+        [request] = _evaluate(sensor, instance)
+        assert _evaluate(sensor, instance) == [request]  # same run key: the daemon launches it once
+
+        # That refresh is queued: whatever succeeds now waits for it (it has read nothing yet).
+        refresh = _run(instance, "refresh_job", ENQUEUED)
+        _run(instance, "web_hourly_job", START, SUCCESS)
+        assert _evaluate(sensor, instance) == []
+        _report(instance, refresh, START)
+        # An extract that succeeds while the refresh runs: still nothing while it runs ...
+        _run(instance, "web_hourly_job", START, SUCCESS)
+        assert _evaluate(sensor, instance) == []
+        # ... and an extract still queued holds the next refresh back until it is done.
+        queued = _run(instance, "web_hourly_job", ENQUEUED)
+        _report(instance, refresh, SUCCESS)
+        assert _evaluate(sensor, instance) == []
+        _report(instance, queued, START)
+        _report(instance, queued, SUCCESS)
+        [after] = _evaluate(sensor, instance)  # exactly one refresh for everything that landed meanwhile
+        assert after.run_key != request.run_key
+
+        second = _run(instance, "refresh_job", ENQUEUED, START, SUCCESS)
+        assert second.run_id
+        assert _evaluate(sensor, instance) == []  # nothing new since the last refresh started
+        _run(instance, "privacy_job", START, SUCCESS)  # an erasure: the derived tables are rebuilt once
+        assert len(_evaluate(sensor, instance)) == 1
+
+
+def test_activation_follows_segment_runs_without_overlap(defs):
+    START, SUCCESS = DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS
+    sensor = defs.get_sensor_def("activation_after_segments")
+    with instance_for_test() as instance:
+        _run(instance, "refresh_job", START, SUCCESS)
+        assert len(_evaluate(sensor, instance)) == 1
+        _run(instance, "activation_job", START)  # delivering: no second activation beside it
+        _run(instance, "daily_segments_job", START, SUCCESS)
+        assert _evaluate(sensor, instance) == []
+
+
+def test_backstop_schedules_skip_while_their_job_is_running(defs):
+    from dagster import build_schedule_context
+
+    schedule = defs.get_schedule_def("refresh_job_schedule")
+    with instance_for_test() as instance:
+        assert isinstance(schedule(build_schedule_context(instance=instance)), RunRequest)
+        _run(instance, "refresh_job", DagsterEventType.RUN_START)
+        assert isinstance(schedule(build_schedule_context(instance=instance)), SkipReason)
