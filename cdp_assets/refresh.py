@@ -33,9 +33,12 @@ from dagster import (
     sensor,
 )
 
-DOWNSTREAM = AssetSelection.groups("events", "identity", "profiles") | (
-    AssetSelection.groups("segments") & AssetSelection.tag("refresh", "hourly")
-)
+# The dbt parse views are rebuilt by validation itself, only when missing or when what they are built from
+# changed (cdp_assets/events/validate.py `ensure_parse_views`), not by a dbt command in every refresh.
+PARSE_VIEWS = AssetSelection.assets(["staging", "parsed_events"], ["staging", "parsed_records"])
+DOWNSTREAM = (
+    AssetSelection.groups("events", "identity", "profiles") | (AssetSelection.groups("segments") & AssetSelection.tag("refresh", "hourly"))
+) - PARSE_VIEWS
 
 refresh_job = define_asset_job(
     "refresh_job",

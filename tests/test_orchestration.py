@@ -133,3 +133,65 @@ def test_backstop_schedules_skip_while_their_job_is_running(defs):
         assert isinstance(schedule(build_schedule_context(instance=instance)), RunRequest)
         _run(instance, "refresh_job", DagsterEventType.RUN_START)
         assert isinstance(schedule(build_schedule_context(instance=instance)), SkipReason)
+
+
+# --- dbt: parsed once ------------------------------------------------------------------------------------------
+
+
+def test_a_code_location_load_parses_nothing_even_under_dagster_dev():
+    import os
+    import subprocess
+    import sys
+
+    from cdp_assets.dbt.project import TARGET_DIR, manifest_is_stale
+
+    assert not manifest_is_stale()  # importing the project (above) prepared it if it had to
+    manifest = TARGET_DIR / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    env = {**os.environ, "DAGSTER_IS_DEV_CLI": "1"}  # what `dagster dev` sets for the processes it starts
+    subprocess.run([sys.executable, "-c", "import cdp_assets.definitions"], env=env, check=True, timeout=300)
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_dbt_commands_reuse_the_parse_cache_and_parse_views_are_built_only_when_needed(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from cdp_assets.config import load_sources
+    from cdp_assets.dbt.project import run_dbt
+    from cdp_assets.dbt.vars import dbt_vars
+    from cdp_assets.events.validate import ensure_parse_views
+    from cdp_resources import WarehouseResource
+
+    root = Path(__file__).resolve().parents[1]
+    assert not [p for p in [*root.glob("cdp_assets/**/*.py"), root / "Makefile"] if "--no-partial-parse" in p.read_text()]
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path / "data"))
+    warehouse = WarehouseResource()
+    select = ["run", "--select", "path:models/staging/parsed"]
+    run_dbt(select, dbt_vars(), warehouse)  # warms the cache if another configuration used it last
+    assert run_dbt(select, dbt_vars(), warehouse) == []  # nothing parsed again
+
+    sources = load_sources().values()
+    assert ensure_parse_views(warehouse, sources) is True  # built by plain dbt: what from is unknown, so once
+    assert ensure_parse_views(warehouse, sources) is False  # then left alone
+    with warehouse.connect() as con:
+        con.execute("DROP VIEW staging.parsed_records")
+    assert ensure_parse_views(warehouse, sources) is True  # missing
+    assert ensure_parse_views(warehouse, sources) is False
+
+    # A new declared column changes what the parse views are: rebuilt once, and the column is there.
+    config = tmp_path / "config"
+    shutil.copytree(root / "config", config)
+    declared = yaml.safe_load((config / "sources.yaml").read_text())
+    declared["sources"]["crm_customers"]["columns"]["loyalty_tier"] = "string"
+    (config / "sources.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
+    monkeypatch.setenv("CDP_CONFIG_DIR", str(config))
+    sources = load_sources().values()
+    assert ensure_parse_views(warehouse, sources) is True
+    assert ensure_parse_views(warehouse, sources) is False
+    with warehouse.connect() as con:
+        typed = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'parsed_records'").fetchone()[0]
+    assert "loyalty_tier" in typed

@@ -28,7 +28,7 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
                 f"{audit['file_records_removed']} file records in {audit['files_rewritten']} files")
             audits.append(audit)
         if audits:
-            rewrite = rewrite_database(warehouse.file())
+            rewrite = rewrite_database(warehouse.file(), warehouse.settings())
             log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
                 f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
         for path, _ in requests:  # only now: a crash before this re-runs the (idempotent) erasure
