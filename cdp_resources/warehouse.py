@@ -112,14 +112,15 @@ class WarehouseResource(ConfigurableResource):
         return Path(self.path).resolve() if self.path else warehouse_path()
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        with warehouse_lock(self.file()):
+    def lock(self, timeout_s: float = 1800.0) -> Iterator[None]:
+        with warehouse_lock(self.file(), timeout_s):
             yield
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held under the warehouse lock; keep the block short."""
-        with self.lock():
+    def connect(self, timeout_s: float = 1800.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the warehouse lock (TimeoutError after waiting `timeout_s` for it); keep
+        the block short."""
+        with self.lock(timeout_s):
             con = duckdb.connect(str(self.file()), config=self.settings())
             try:
                 yield con

@@ -195,3 +195,61 @@ def test_dbt_commands_reuse_the_parse_cache_and_parse_views_are_built_only_when_
     with warehouse.connect() as con:
         typed = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'parsed_records'").fetchone()[0]
     assert "loyalty_tier" in typed
+
+
+# --- sensors start at the data already loaded -------------------------------------------------------------------
+
+
+def test_after_the_demo_the_file_sensors_queue_nothing_and_a_new_file_exactly_one_run(tmp_path, monkeypatch):
+    import os
+
+    from dagster import materialize
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from cdp_assets.config import load_sources
+    from cdp_assets.runner import QUIET, partitions_present
+    from cdp_assets.sample_data import generate_sample_data
+    from cdp_assets.sources.assets import build_source_asset
+    from cdp_assets.sources.jobs import source_job
+    from cdp_assets.sources.sensors import cdc_sensor, landing_sensor
+    from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CDP_DATA_DIR", str(data_dir))
+    generate_sample_data(data_dir, events=600, seed=5, log=lambda *_: None)
+    sources = load_sources()
+    web, crm = sources["web"], sources["crm_customers"]
+    resources = {"warehouse": WarehouseResource(), "landing_zone": LandingZoneResource(), "orders_api": OrdersApiResource()}
+    hours = partitions_present(web, resources["landing_zone"])
+    assert len(hours) > 100
+    tags = {ASSET_PARTITION_RANGE_START_TAG: hours[0], ASSET_PARTITION_RANGE_END_TAG: hours[-1]}
+    assert materialize([build_source_asset(web)], resources=resources, tags=tags, run_config=QUIET).success
+    assert materialize([build_source_asset(crm)], resources=resources, run_config=QUIET).success
+    sensor_resources = {"landing_zone": resources["landing_zone"], "warehouse": resources["warehouse"]}
+
+    # A file landed after the load, before the sensor's first tick (in an hour already loaded): that hour only.
+    late = data_dir / "landing" / "web" / f"dt={hours[3][:10]}" / f"hour={hours[3][11:13]}" / "late.jsonl"
+    late.write_text('{"type": "track", "event": "x", "userId": "u_late", "messageId": "m-late"}\n')
+    landing = landing_sensor(web, source_job(web))
+    first = build_sensor_context(resources=sensor_resources)
+    [request] = landing(first)
+    assert request.partition_key == hours[3]
+    late.unlink()  # (back to what is loaded)
+
+    # `make demo` then `make dev`: the first tick requests nothing.
+    landing_first = build_sensor_context(resources=sensor_resources)
+    assert isinstance(landing(landing_first), SkipReason)
+    cdc = cdc_sensor(crm, source_job(crm))
+    cdc_first = build_sensor_context(resources=sensor_resources)
+    assert isinstance(cdc(cdc_first), SkipReason) and cdc_first.cursor
+
+    # Then a new file: exactly one run, for its hour.
+    time.sleep(0.01)
+    newest = data_dir / "landing" / "web" / f"dt={hours[-1][:10]}" / f"hour={hours[-1][11:13]}" / "new.jsonl"
+    newest.write_text('{"type": "track", "event": "x", "userId": "u_new", "messageId": "m-new"}\n')
+    [request] = landing(build_sensor_context(cursor=landing_first.cursor, resources=sensor_resources))
+    assert request.partition_key == hours[-1]
+    change = data_dir / "cdc" / "crm_customers" / "zz-new.jsonl"
+    change.write_text((sorted((data_dir / "cdc" / "crm_customers").glob("*.jsonl"))[0]).read_text().splitlines()[0] + "\n")
+    os.utime(change)
+    assert isinstance(cdc(build_sensor_context(cursor=cdc_first.cursor, resources=sensor_resources)), RunRequest)
