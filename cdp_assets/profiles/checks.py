@@ -7,6 +7,7 @@ from cdp_resources import WarehouseResource
 
 
 @asset_check(
+    pool="warehouse",
     asset=["cdp", "profile_history"],
     description="Every profile equals the current version of its history (valid_to null), trait by trait.",
 )
