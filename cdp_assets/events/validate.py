@@ -28,7 +28,7 @@ from cdp_assets.events.rules import apply_rules, load_suite, suite_rules, typed_
 from cdp_resources.warehouse import table_exists
 
 SQL = Path(__file__).resolve().parent / "sql"
-PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql")]
+PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql", "debezium.sql")]
 CHUNK_ROWS = 200_000  # raw records judged at once: bounds memory whatever the backlog
 EVENT_COLUMNS = [
     "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
