@@ -88,7 +88,11 @@ def build_models(data_dir: Path, select: str, sources: dict | None = None, now=N
     try:
         vars_ = dbt_vars()
         if sources is not None:
+            from cdp_assets.profiles.traits import load_trait_rules, profile_traits
+            from cdp_resources.settings import config_dir
+
             vars_["sources"] = source_vars(sources)
+            vars_["profile_traits"] = profile_traits(load_trait_rules(config_dir() / "traits.yaml"), sources)
         if now is not None:
             vars_["now"] = now.isoformat(sep=" ")
         run_dbt([command, "--select", *select.split()], vars_)

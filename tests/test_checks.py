@@ -102,7 +102,9 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
         con.execute("CREATE SCHEMA raw")
         con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
         rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m1"})), ("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m2", "anonymousId": None})),
-                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"}))]
+                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"})),
+                # breaks only the tracking plan (product_added requires product_id): flagged and kept
+                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m4", "event": "product_added", "properties": {}}))]
         con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
     web = SourceConfig(name="web", kind="events", partitions="hourly")
     result = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
@@ -112,5 +114,8 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
     suite_result = events.materialization.metadata["great_expectations"].data["web"]
     identity = [e for e in suite_result["expectations"] if e["expectation"] == "expect_column_values_to_not_be_null(identity)"]
     assert not suite_result["success"] and identity[0]["unexpected_count"] == 1
+    rates = events.materialization.metadata["violation_rates"].data  # per source: flagged of its records
+    assert rates == {"web": {"flagged": 1, "records": 4, "rate": 0.25, "by_code": {"missing_property": 1}}}
+    assert events.materialization.metadata["tracking_plan_violations"].value == 1
     again = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
     assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # nothing changed
