@@ -107,7 +107,8 @@ def run_measured(command: list[str], env: dict, log_prefix: str) -> tuple[float,
     lines = []
     for line in child.stdout:
         lines.append(line.rstrip("\n"))
-        print(f"{log_prefix}{line.rstrip()}", flush=True)
+        if "Calculating Metrics" not in line:  # Great Expectations' progress bars
+            print(f"{log_prefix}{line.rstrip()}", flush=True)
     code = child.wait()
     peak = memory.stop()
     if code:
