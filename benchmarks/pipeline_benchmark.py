@@ -427,6 +427,7 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    report["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2), flush=True)
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n")
