@@ -49,6 +49,9 @@ def test_dbt_steps_skip_dagster_dbts_adapter_set_up(defs):
 
     assert "_initialize_dbt_core_adapter(" in inspect.getsource(DbtCliResource.cli)
     assert defs.resources["dbt"]._initialize_dbt_core_adapter(["build"]) is None
+    # and the version it would ask `dbt --version` for is the installed dbt-core's
+    assert "self._cli_version" in inspect.getsource(DbtCliResource.cli)
+    assert defs.resources["dbt"]._cli_version == DbtCliResource(project_dir=defs.resources["dbt"].project_dir)._cli_version
 
 
 def test_every_schedule_the_readme_promises_is_on_by_default(defs):
