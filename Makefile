@@ -19,8 +19,9 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-# The dbt manifest is built here, once, not on every code-location load.
-$(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
+# The dbt manifest and parse cache are built here, once, not on every code-location load; with the vars the
+# platform passes, which come from config/ (cdp_assets/dbt/project.py), so a changed configuration rebuilds them.
+$(MANIFEST): $(INSTALLED) $(DBT_SOURCES) $(wildcard config/*.yaml)
 	$(BIN)/dagster-dbt project prepare-and-package --file cdp_assets/dbt/project.py
 	touch $@
 

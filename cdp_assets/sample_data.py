@@ -10,6 +10,11 @@ ones place their tenth order within the month. A known number of bad records of 
 and a few events that break the tracking plan (flagged and kept, as the plan's `on_violation: flag` says).
 `sample_manifest.json` records what a correct pipeline must find back (persons, quarantined records by
 reason, an example person's purchases). Same arguments, same bytes: only `random.Random(seed)` is used.
+
+Volumes look like a real shop's, so the demo passes the checks it ships with (issue 19.4): browsing is spread
+over the month, with a few short sessions in the last 100 minutes (cart abandoners), bad lines are spread
+over hours, and the month starts at midnight (no partial first day). Messages are written as they are made,
+spooled per hour and sorted hour by hour, so memory stays bounded whatever `events` (10M events included).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ AREAS = ["201", "202", "206", "212", "213", "303", "305", "312", "404", "415", "
 PRODUCTS = [f"sku_{n:04d}" for n in range(1, 61)]
 CATEGORIES = ["shoes", "shirts", "bags", "hats", "socks"]
 PAGES = ["home", "category", "product", "cart", "about"]
+RECENT_SESSION = 3  # events of a session in the last 100 minutes
 
 
 @dataclass
@@ -57,7 +63,7 @@ class _Shop:
     def __init__(self, events: int, seed: int, end: datetime, days: int):
         self.rng = random.Random(seed)
         self.end = end
-        self.start = end - timedelta(days=days)
+        self.start = (end - timedelta(days=days)).replace(hour=0)  # whole days: no partial first day
         self.events_target = events
         self.counter = 0
         self.persons: list[Person] = []
@@ -146,8 +152,13 @@ def _identify(shop: _Shop, person: Person, device: tuple[str, str | None], at: d
     return messages
 
 
-def _web_messages(shop: _Shop, per_person: float) -> tuple[list[dict], dict]:
-    messages: list[dict] = []
+def _web_messages(shop: _Shop, per_person: float, emit) -> dict:
+    """Every good web message, passed to `emit` as it is made; returns the family laptop's identifiers."""
+
+    def emit_all(messages: list[dict]) -> None:
+        for message in messages:
+            emit(message)
+
     registered = [p for p in shop.persons if p.kind == "registered"]
     # The family laptop: two registered accounts (not the example person) identify on one shared device.
     laptop = (shop.ident("anon"), None)
@@ -160,17 +171,22 @@ def _web_messages(shop: _Shop, per_person: float) -> tuple[list[dict], dict]:
         for number, device in enumerate(person.devices):
             share = max(1, budget // len(person.devices))
             anonymous = max(1, share // 3)
-            messages += _browse(shop, person, device, None, anonymous)
+            emit_all(_browse(shop, person, device, None, anonymous))
             if person.kind == "registered":
-                messages += _identify(shop, person, device, shop.moment(), sign_up=number == 0)
-                messages += _browse(shop, person, device, person.user_id, max(0, share - anonymous - 2),
-                                    recent=shop.rng.random() < 0.08)
+                emit_all(_identify(shop, person, device, shop.moment(), sign_up=number == 0))
+                signed_in = max(0, share - anonymous - 2)
+                if shop.rng.random() < 0.08:  # a short session in the last 100 minutes, the rest spread
+                    session = min(signed_in, RECENT_SESSION)
+                    emit_all(_browse(shop, person, device, person.user_id, signed_in - session))
+                    emit_all(_browse(shop, person, device, person.user_id, session, recent=True))
+                else:
+                    emit_all(_browse(shop, person, device, person.user_id, signed_in))
     for person in registered[3:6]:  # alias: an old anonymous id joins its user
-        messages.append(_message(shop, "alias", shop.moment(), None, person.user_id, None, previousId=shop.ident("anon")))
+        emit(_message(shop, "alias", shop.moment(), None, person.user_id, None, previousId=shop.ident("anon")))
     for person in registered[6:8]:  # group calls: accounts, not identities
-        messages.append(_message(shop, "group", shop.moment(), person.devices[0][0], person.user_id, None,
-                                 groupId=f"acct-{person.index}", traits={"name": f"{person.last} Ltd"}))
-    return messages, {"anonymous_id": laptop[0], "user_ids": [m.user_id for m in registered[1:3]]}
+        emit(_message(shop, "group", shop.moment(), person.devices[0][0], person.user_id, None,
+                      groupId=f"acct-{person.index}", traits={"name": f"{person.last} Ltd"}))
+    return {"anonymous_id": laptop[0], "user_ids": [m.user_id for m in registered[1:3]]}
 
 
 def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[tuple[datetime, str]], dict, dict]:
@@ -183,43 +199,78 @@ def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[
         received = datetime.strptime(message["receivedAt"], "%Y-%m-%dT%H:%M:%S.%fZ")
         bad.append((received, json.dumps(message, separators=(",", ":"))))
 
-    for _ in range(k):
-        at = shop.moment()
-        bad.append((at, '{"type":"track","messageId":"broken-' + f"{shop.counter}" + '","event":"product_vie'))
+    for _ in range(k):  # each bad line in an hour of its own (mostly): no hour of mostly garbage
+        bad.append((shop.moment(), '{"type":"track","messageId":"broken-' + f"{shop.counter}" + '","event":"product_vie'))
         shop.counter += 1
         viewed = {"product_id": "sku_0001"}
-        add({k2: v for k2, v in _message(shop, "track", at, None, None, None, event="product_viewed", properties=viewed).items()})
-        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties=viewed)
+        add({k2: v for k2, v in _message(shop, "track", shop.moment(), None, None, None, event="product_viewed", properties=viewed).items()})
+        m = _message(shop, "track", shop.moment(), device[0], None, None, event="product_viewed", properties=viewed)
         m["timestamp"] = "yesterday"
         add(m)
-        m = _message(shop, "track", at, device[0], None, None, event="product_viewed", properties=viewed)
+        m = _message(shop, "track", shop.moment(), device[0], None, None, event="product_viewed", properties=viewed)
         m["timestamp"] = "2099-01-01T00:00:00.000Z" if _ % 2 == 0 else "1999-06-01T00:00:00.000Z"
         add(m)
-        add(_message(shop, "purchase", at, device[0], person.user_id, None, properties={"sku": "sku_0001"}))
-        add(_message(shop, "track", at, device[0], person.user_id, None, event="order_completed",
+        add(_message(shop, "purchase", shop.moment(), device[0], person.user_id, None, properties={"sku": "sku_0001"}))
+        add(_message(shop, "track", shop.moment(), device[0], person.user_id, None, event="order_completed",
                      properties={"order_id": shop.ident("web-order"), "revenue": "twelve", "currency": "EUR"}))
-        add(_message(shop, "track", at, device[0], person.user_id, None, event="product_added", properties={"price": 9.5}))
+        add(_message(shop, "track", shop.moment(), device[0], person.user_id, None, event="product_added", properties={"price": 9.5}))
     codes = {"malformed_json": k, "missing_identity": k, "bad_timestamp": k, "timestamp_out_of_range": k, "unknown_type": k}
     return bad, codes, {"wrong_type": k, "missing_property": k}
 
 
-def _write_landing(root: Path, good: list[dict], bad: list[tuple[datetime, str]], duplicates: int, shop: _Shop) -> int:
-    lines: list[tuple[str, str]] = [(m["receivedAt"], json.dumps(m, separators=(",", ":"))) for m in good]
-    lines += [(_iso(at), text) for at, text in bad]
-    for index in shop.rng.sample(range(len(good)), duplicates):  # the same delivery landed twice
-        lines.append((good[index]["receivedAt"], json.dumps(good[index], separators=(",", ":"))))
-    by_hour: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for received, text in lines:
-        by_hour[(received[:10], received[11:13])].append((received, text))
-    for (day, hour), rows in sorted(by_hour.items()):
-        folder = root / "landing" / "web" / f"dt={day}" / f"hour={hour}"
-        folder.mkdir(parents=True, exist_ok=True)
-        rows.sort()
-        (folder / "part-00000.jsonl").write_text("".join(text + "\n" for _, text in rows))
-    day, hour = sorted(by_hour)[len(by_hour) // 2]
-    corrupt = root / "landing" / "web" / f"dt={day}" / f"hour={hour}" / "part-00001.jsonl.gz"
-    corrupt.write_bytes(b"this is not gzip data\n" * 4)
-    return len(by_hour)
+class _Landing:
+    """Landing files written as messages are made: lines are buffered per hour and spooled to a dot-file in
+    the hour's folder (invisible to extracts) when the buffer grows, then each hour is sorted by receive time
+    into `part-00000.jsonl`. Memory is the buffer and one hour's lines, whatever the number of messages."""
+
+    FLUSH_BYTES = 32 * 2**20
+    SPOOL = ".spool-part-00000.jsonl"
+
+    def __init__(self, root: Path, duplicate_every: int):
+        self.root, self.duplicate_every = root / "landing" / "web", duplicate_every
+        self.buffers: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.hours: set[tuple[str, str]] = set()
+        self.size = self.good = self.duplicates = 0
+
+    def add_message(self, message: dict) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        self.add(message["receivedAt"], text)
+        self.good += 1
+        if self.good % self.duplicate_every == 0:  # the same delivery landed twice
+            self.add(message["receivedAt"], text)
+            self.duplicates += 1
+
+    def add(self, received: str, text: str) -> None:
+        line = f"{received}\t{text}\n"  # receive times have one width: the line sorts by (time, text)
+        self.buffers[(received[:10], received[11:13])].append(line)
+        self.size += len(line)
+        if self.size > self.FLUSH_BYTES:
+            self.flush()
+
+    def folder(self, hour: tuple[str, str]) -> Path:
+        return self.root / f"dt={hour[0]}" / f"hour={hour[1]}"
+
+    def flush(self) -> None:
+        for hour, lines in self.buffers.items():
+            folder = self.folder(hour)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / self.SPOOL, "a") as spool:
+                spool.writelines(lines)
+            self.hours.add(hour)
+        self.buffers.clear()
+        self.size = 0
+
+    def close(self) -> int:
+        """Each hour's file, sorted; one corrupt gzip file in the middle hour. Returns the number of hours."""
+        self.flush()
+        for hour in sorted(self.hours):
+            spool = self.folder(hour) / self.SPOOL
+            lines = sorted(spool.read_text().splitlines())
+            (spool.parent / "part-00000.jsonl").write_text("".join(line.split("\t", 1)[1] + "\n" for line in lines))
+            spool.unlink()
+        day, hour = sorted(self.hours)[len(self.hours) // 2]
+        (self.folder((day, hour)) / "part-00001.jsonl.gz").write_bytes(b"this is not gzip data\n" * 4)
+        return len(self.hours)
 
 
 def _crm_files(shop: _Shop, root: Path) -> tuple[int, int, str]:
@@ -385,15 +436,19 @@ def generate_sample_data(data_dir: Path, events: int = 100_000, seed: int = 7, e
         person.history = "loyal"
 
     web_persons = [p for p in shop.persons if p.kind in ("registered", "anonymous")]
-    good, laptop = _web_messages(shop, per_person=events / len(web_persons) * 1.25)
+    landing = _Landing(data_dir, duplicate_every=max(1, events // max(3, events // 1000)))
+    laptop = _web_messages(shop, per_person=events / len(web_persons) * 1.25, emit=landing.add_message)
     bad_k = max(2, events // 20_000)
     bad, web_codes, flagged = _bad_web_lines(shop, registered, bad_k)
+    for at, text in bad:
+        landing.add(_iso(at), text)
     orders, order_totals, placed = _orders(shop, data_dir, example)
     order_events = _order_events(shop, placed)
-    good += order_events
-    duplicates = max(3, events // 1000)
-    hours = _write_landing(data_dir, good, bad, duplicates, shop)
-    log(f"  web: {len(good):,} messages ({len(order_events)} order_completed; +{duplicates} duplicate deliveries, "
+    for message in order_events:
+        landing.add_message(message)
+    hours = landing.close()
+    good, duplicates = landing.good, landing.duplicates
+    log(f"  web: {good:,} messages ({len(order_events)} order_completed; +{duplicates} duplicate deliveries, "
         f"{len(bad)} bad lines) in {hours} hourly folders, 1 corrupt file")
     log(f"  orders: {orders:,} orders for the API (+2 bad)")
     crm_current, crm_files, deleted = _crm_files(shop, data_dir)
@@ -404,7 +459,7 @@ def generate_sample_data(data_dir: Path, events: int = 100_000, seed: int = 7, e
     manifest = {
         "seed": seed, "events_requested": events, "end": _iso(end),
         # Kept events: the good messages and those that break only the tracking plan (flagged).
-        "web_messages": len(good) + sum(flagged.values()), "web_duplicate_lines": duplicates,
+        "web_messages": good + sum(flagged.values()), "web_duplicate_lines": duplicates,
         "web_order_events": len(order_events),
         "tracking_plan_violations": {"web": flagged},
         "quarantine": {"web": web_codes, "crm_customers": {"malformed_json": 1},

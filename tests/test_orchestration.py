@@ -36,8 +36,22 @@ def test_warehouse_bound_jobs_run_their_steps_in_one_process(defs):
     refresh = jobs["refresh_job"]
     outside = {n.name for n in refresh.graph.node_dict.values() if getattr(n.definition, "pool", None) != "warehouse"}
     assert outside == set(), outside  # every step of a refresh waits for the warehouse: nothing to run beside it
-    # Deliveries wait on HTTP, not the warehouse: they keep a process each and run side by side.
-    assert jobs["activation_job"].executor_def.name == "multiprocess"
+    # Deliveries are not in the pool, but a process per destination costs more than it saves (README).
+    assert jobs["activation_job"].executor_def.name == "in_process"
+    assert {name for name, job in jobs.items() if job.executor_def.name != "in_process"} == set()
+
+
+def test_dbt_steps_skip_dagster_dbts_adapter_set_up(defs):
+    """The set-up our dbt resource skips is still what dagster-dbt calls before each command."""
+    import inspect
+
+    from dagster_dbt import DbtCliResource
+
+    assert "_initialize_dbt_core_adapter(" in inspect.getsource(DbtCliResource.cli)
+    assert defs.resources["dbt"]._initialize_dbt_core_adapter(["build"]) is None
+    # and the version it would ask `dbt --version` for is the installed dbt-core's
+    assert "self._cli_version" in inspect.getsource(DbtCliResource.cli)
+    assert defs.resources["dbt"]._cli_version == DbtCliResource(project_dir=defs.resources["dbt"].project_dir)._cli_version
 
 
 def test_every_schedule_the_readme_promises_is_on_by_default(defs):

@@ -27,6 +27,8 @@ from cdp_assets.sources.partitions import PARTITIONS
 from cdp_resources import LandingZoneResource
 
 LOOKBACK_NS = 300 * 10**9
+# Listing the landing zone is cheap (a directory walk): ticks are frequent, so an event waits little.
+INTERVAL_S = 10
 LOCK_WAIT_S = 10  # a first tick waits this long for the warehouse, then tries again next tick
 
 
@@ -105,7 +107,7 @@ def landing_sensor(source, job):
     @sensor(
         name=f"{source.name}_landing_sensor",
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=INTERVAL_S,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Extract the hourly partitions of {source.name} whose landing files changed.",
     )
@@ -134,7 +136,7 @@ def cdc_sensor(source, job):
     @sensor(
         name=f"{source.name}_cdc_sensor",
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=INTERVAL_S,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Apply new change files of {source.name}.",
     )
