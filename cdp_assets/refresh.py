@@ -20,14 +20,14 @@ from dagster import (
     run_status_sensor,
 )
 
-DOWNSTREAM = AssetSelection.groups("events", "identity", "profiles") | (
+DOWNSTREAM = AssetSelection.groups("events", "identity", "profiles", "online") | (
     AssetSelection.groups("segments") & AssetSelection.tag("refresh", "hourly")
 )
 
 refresh_job = define_asset_job(
     "refresh_job",
     selection=DOWNSTREAM,
-    description="Validate, resolve identities, rebuild profiles and re-evaluate hourly segments.",
+    description="Validate, resolve identities, rebuild profiles, re-evaluate hourly segments, update the online store.",
 )
 
 
