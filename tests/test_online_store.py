@@ -115,3 +115,35 @@ def test_a_changed_configuration_or_an_emptied_store_loads_everything(demo, tmp_
     healed = update_store(con, store)
     assert healed.mode == "full" and "persons" in healed.reason
     assert store.persons_count() == con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
+
+
+def test_erasure_leaves_nothing_of_the_person_in_redis():
+    """Redis is erased through the same interface: the person's entries, their live messages and anything that
+    mentions them; a dump of every key under the prefix holds none of their values."""
+    from cdp_resources.online_store import PersonRecord
+    from cdp_resources.online_store.live import live_events
+
+    store = redis_store()
+    ann = {"email": "ann.lee@x.com", "user_id": "u_ann_001"}
+    with store.writer(full=True) as writer:
+        writer.put([PersonRecord("p_ann", {"traits": {"email": ann["email"]}, "segments": []},
+                                 [{"type": t, "id": v} for t, v in ann.items()], [(1, "m1", {"event": "x"})]),
+                     PersonRecord("p_bob", {"traits": {"note": "friend of ann.lee@x.com"}, "segments": []},
+                                  [{"type": "user_id", "id": "u_bob"}], []),
+                     PersonRecord("p_eve", {"traits": {"email": "eve@x.com"}, "segments": []}, [{"type": "user_id", "id": "u_eve"}], [])])
+        writer.set_meta({"batch": "1"})
+    store.append_live(live_events([{"type": "identify", "messageId": "l1", "anonymousId": "anon-ann",
+                                    "traits": {"email": "  ANN.LEE@X.COM"}},
+                                   {"type": "track", "messageId": "l2", "userId": "u_eve", "event": "e"}]))
+    counts = store.erase({"p_ann"}, {("email", "ann.lee@x.com"), ("user_id", "u_ann_001")}, ["ann.lee@x.com", '"u_ann_001"', '"p_ann"'])
+    assert counts["persons"] == 2 and counts["live_events"] == 1
+    dump = []
+    for key in store.client.scan_iter(f"{store.prefix}:*"):
+        kind = store.client.type(key)
+        dump.append(key + str(store.client.hgetall(key) if kind == "hash" else store.client.smembers(key) if kind == "set" else store.client.get(key)))
+    text = "\n".join(dump).lower()
+    assert "ann.lee@x.com" not in text and "u_ann_001" not in text and "p_ann" not in text and "anon-ann" not in text
+    assert store.person_of("user_id", "u_eve") == "p_eve" and [e[1] for e in store.live_events([("user_id", "u_eve")], None, 5)] == ["l2"]
+    assert store.meta() == {}
+    store.drop_everything()
+    store.close()
