@@ -215,3 +215,35 @@ def test_a_message_acknowledged_by_the_collector_is_visible_within_2s(live_insta
     print(f"event visible {visible - acknowledged:.3f}s after the acknowledgement ({acknowledged - sent:.3f}s to send)")
     landed = [json.loads(line) for p in (data_dir / "landing" / "web").rglob("*.jsonl") for line in p.read_text().splitlines()]
     assert {m.get("event") for m in landed} >= {"live_event_seen", "first_visit"}
+
+
+def test_staff_page_shows_a_demo_persons_360_view(api, person):
+    """Headless Chromium on `GET /`: look the person up by an email typed carelessly; the page shows what the
+    warehouse holds (identifiers, traits with their winning source, computed traits, segments, events)."""
+    from tests.browser import drive
+
+    rows = """(id) => [...document.querySelectorAll('#' + id + ' tr[data-key]')].map(
+                  (tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent))"""
+    out = drive(api.url + "/", [
+        {"fill": "#lookup", "value": "email:  " + person["email"].upper() + " "},
+        {"click": "#find"},
+        {"wait_for_function": "document.querySelectorAll('#timeline tr[data-key]').length > 0"},
+        {"evaluate": f"({rows})('identifiers')", "as": "identifiers"},
+        {"evaluate": f"({rows})('traits')", "as": "traits"},
+        {"evaluate": f"({rows})('computed')", "as": "computed"},
+        {"evaluate": f"({rows})('segments')", "as": "segments"},
+        {"evaluate": f"({rows})('timeline')", "as": "timeline"},
+        {"text": "#status", "as": "status"},
+    ], credentials=(TOKEN, ""))
+    assert out["ok"], out
+    values = out["values"]
+    assert sorted((r[0], r[1]) for r in values["identifiers"]) == person["ids"]
+    traits = {r[0]: r for r in values["traits"]}
+    assert traits["first_name"][1] == person["profile"]["first_name"]
+    assert traits["first_name"][2] == person["sources"]["first_name"]  # the winning source
+    assert {r[0] for r in values["computed"]} >= {"event_count", "total_revenue"}
+    assert dict((r[0], r[1]) for r in values["computed"])["event_count"] == str(person["profile"]["event_count"])
+    assert sorted(r[0] for r in values["segments"]) == person["segments"]
+    assert len(values["timeline"]) == min(50, len(person["events"]))
+    assert person["email"] in values["status"].lower() and not out["failed_requests"]
+    assert not [line for line in out["console"] if line.startswith("error")], out["console"]

@@ -114,6 +114,7 @@ def create_app(data_dir: str | Path | None = None, store: OnlineStore | None = N
     routes = [
         Route("/", page),
         Route("/health", health),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),  # browsers ask; nothing to show
         Route("/v1/spaces/{space}/collections/{collection}/profiles/{external_id}/{what}", profile),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
