@@ -1,6 +1,6 @@
 """The whole platform in one screen: each stage contributes its own Definitions, merged here."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from cdp_assets import refresh
 from cdp_assets.activation import definitions as activation_defs
@@ -28,7 +28,9 @@ def build_definitions() -> Definitions:
         activation_defs.definitions(),
         privacy_defs.definitions(),
         refresh.definitions([*sources.jobs, privacy_defs.privacy_job]),
-        Definitions(resources=resources()),
+        # Jobs without an executor of their own (a materialization launched from the UI) run their steps in
+        # one process: nearly every asset is in the warehouse pool, whose steps run one at a time anyway.
+        Definitions(resources=resources(), executor=in_process_executor),
     )
 
 

@@ -16,6 +16,7 @@ from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, materia
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cdp_assets.config import load_sources
+from cdp_assets.refresh import PARSE_VIEWS
 from cdp_assets.sample_orders_api import orders_api_for_run
 from cdp_assets.sources.assets import input_folder, input_folders, raw_key
 from cdp_assets.sources.checks import stray_files_markdown
@@ -70,7 +71,8 @@ def run_everything(progress: Callable[[str], None] = print) -> RunSummary:
             continue
         tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
         steps.append((f"source {source.name} ({len(keys)} {source.partitions} partitions {keys[0]} … {keys[-1]})", selection, tags))
-    steps += [(stage, AssetSelection.groups(stage), {}) for stage in DOWNSTREAM_STAGES]
+    # Validation builds the parse views itself, when missing or changed (cdp_assets/events/validate.py).
+    steps += [(stage, AssetSelection.groups(stage) - PARSE_VIEWS, {}) for stage in DOWNSTREAM_STAGES]
 
     with orders_api_for_run(resources["orders_api"], resources["landing_zone"].base()) as (orders_api, note):
         if any(source.kind == "api" for source in sources.values()):
@@ -103,7 +105,11 @@ def _run_steps(steps, assets, resources, instance, summary: RunSummary, progress
         if not result.success:
             summary.success = False
             summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
-            break
+            blocked = any(not c.passed and getattr(c, "blocking", False) for c in result.get_asset_check_evaluations())
+            # A source or a segment that fails fails alone: the others' data still flows and is delivered.
+            # A failed stage in between, or a blocking check, stops what would build on it.
+            if blocked or not (name.startswith("source ") or name == "segments"):
+                break
 
 
 def _erase_pending(instance, resources, summary: RunSummary, progress: Callable[[str], None]) -> bool:

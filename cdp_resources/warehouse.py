@@ -4,6 +4,11 @@ DuckDB lets a single process open a database file for writing. Dagster may run s
 runs and a dbt subprocess against the same file, so every user of the warehouse takes an exclusive
 advisory lock (`warehouse.duckdb.lock`) for the short time it holds a connection. Steps queue on the lock
 instead of failing with "Could not set lock on file".
+
+DuckDB's own defaults (80% of RAM, every core) suit a database alone on a machine, not one sharing it with
+Dagster, dbt, the collector and Python frames: every connection, dbt's included, gets the warehouse's
+`memory_limit` and `threads` (`CDP_DUCKDB_MEMORY_LIMIT`, `CDP_DUCKDB_THREADS`), by default a quarter of
+the RAM, at most 4 GB, and every core. Past the limit DuckDB spills to `warehouse.duckdb.tmp/`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,26 @@ from dagster import ConfigurableResource
 from cdp_resources.settings import warehouse_path
 
 _held = threading.local()
+MEMORY_SHARE = 0.25  # of physical RAM, by default
+MEMORY_CAP = 4 * 2**30
+MEMORY_FLOOR = 512 * 2**20
+
+
+def default_memory_limit() -> str:
+    """A quarter of physical RAM, between 512 MB and 4 GB, as DuckDB reads it (e.g. '4096MB')."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 8 * 2**30
+    return f"{max(MEMORY_FLOOR, min(MEMORY_CAP, int(ram * MEMORY_SHARE))) // 2**20}MB"
+
+
+def duckdb_settings(memory_limit: str = "", threads: int = 0) -> dict[str, str | int]:
+    """DuckDB's memory limit and threads: the given values, else `CDP_DUCKDB_MEMORY_LIMIT` and
+    `CDP_DUCKDB_THREADS`, else a quarter of the RAM (at most 4 GB) and every core."""
+    memory = memory_limit or os.environ.get("CDP_DUCKDB_MEMORY_LIMIT") or default_memory_limit()
+    count = threads or int(os.environ.get("CDP_DUCKDB_THREADS") or 0) or os.cpu_count() or 1
+    return {"memory_limit": memory, "threads": int(count)}
 
 
 @contextmanager
@@ -68,23 +93,35 @@ def warehouse_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB file warehouse (default `$CDP_DATA_DIR/warehouse.duckdb`)."""
+    """The DuckDB file warehouse (default `$CDP_DATA_DIR/warehouse.duckdb`), with DuckDB's memory limit and
+    threads for every connection (empty/0: `CDP_DUCKDB_MEMORY_LIMIT` / `CDP_DUCKDB_THREADS`, else defaults)."""
 
     path: str = ""
+    memory_limit: str = ""  # DuckDB syntax: '2GB', '512MB'
+    threads: int = 0
+
+    def settings(self) -> dict[str, str | int]:
+        return duckdb_settings(self.memory_limit, self.threads)
+
+    def dbt_environment(self) -> dict[str, str]:
+        """The variables dbt's profile (dbt/profiles.yml) reads its DuckDB settings from."""
+        settings = self.settings()
+        return {"CDP_DUCKDB_MEMORY_LIMIT": str(settings["memory_limit"]), "CDP_DUCKDB_THREADS": str(settings["threads"])}
 
     def file(self) -> Path:
         return Path(self.path).resolve() if self.path else warehouse_path()
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        with warehouse_lock(self.file()):
+    def lock(self, timeout_s: float = 1800.0) -> Iterator[None]:
+        with warehouse_lock(self.file(), timeout_s):
             yield
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held under the warehouse lock; keep the block short."""
-        with self.lock():
-            con = duckdb.connect(str(self.file()))
+    def connect(self, timeout_s: float = 1800.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the warehouse lock (TimeoutError after waiting `timeout_s` for it); keep
+        the block short."""
+        with self.lock(timeout_s):
+            con = duckdb.connect(str(self.file()), config=self.settings())
             try:
                 yield con
             finally:
@@ -123,7 +160,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     )
 
 
-def rewrite_database(path: Path) -> dict[str, float]:
+def rewrite_database(path: Path, settings: dict | None = None) -> dict[str, float]:
     """Copy the database into a fresh file and swap it in, so that deleted rows leave no bytes behind:
     DuckDB's DELETE and CHECKPOINT mark blocks free but do not overwrite them (its docs: compact by
     `COPY FROM DATABASE`). Call it holding the warehouse lock, with no connection open. Readers that
@@ -134,7 +171,7 @@ def rewrite_database(path: Path) -> dict[str, float]:
     for leftover in (fresh, Path(f"{fresh}.wal")):
         leftover.unlink(missing_ok=True)
     before = path.stat().st_size
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(str(path), config=settings or duckdb_settings())
     try:
         catalog = con.execute("SELECT current_database()").fetchone()[0]
         con.execute("CHECKPOINT")

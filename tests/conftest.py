@@ -76,7 +76,7 @@ def pg_schema():
         con.close()
 
 
-def build_models(data_dir: Path, select: str, sources: dict | None = None, now=None) -> None:
+def build_models(data_dir: Path, select: str, sources: dict | None = None, now=None, command: str = "run") -> None:
     """Run dbt models (`select`: dbt selection arguments) on the warehouse of `data_dir`, with the shipped
     configuration's vars, or with `sources` (name -> SourceConfig) in place of config/sources.yaml; `now`
     fixes the build time."""
@@ -91,7 +91,7 @@ def build_models(data_dir: Path, select: str, sources: dict | None = None, now=N
             vars_["sources"] = source_vars(sources)
         if now is not None:
             vars_["now"] = now.isoformat(sep=" ")
-        run_dbt(["run", "--select", *select.split()], vars_)
+        run_dbt([command, "--select", *select.split()], vars_)
     finally:
         patch.undo()
 

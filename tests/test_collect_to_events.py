@@ -70,14 +70,14 @@ def events_in_warehouse(data_dir, rerun_a_partition: bool = False) -> dict[str, 
     job = source_job(source)
     sensor = landing_sensor(source, job)
     landing = LandingZoneResource()
-    context = build_sensor_context(resources={"landing_zone": landing})
+    context = build_sensor_context(resources={"landing_zone": landing, "warehouse": WarehouseResource()})
     run_requests = sensor(context)
     assert run_requests and len({r.run_key for r in run_requests}) == len(run_requests)
     resources = {"warehouse": WarehouseResource(), "landing_zone": landing, "orders_api": OrdersApiResource()}
     raw = build_source_asset(source)
     for request in run_requests:
         assert materialize([raw], partition_key=request.partition_key, resources=resources, run_config=QUIET).success
-    assert isinstance(sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": landing})), SkipReason)
+    assert isinstance(sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": landing, "warehouse": WarehouseResource()})), SkipReason)
     if rerun_a_partition:  # must not double anything
         assert materialize([raw], partition_key=run_requests[0].partition_key, resources=resources, run_config=QUIET).success
     assert materialize([validation_assets()], resources=resources, run_config=QUIET).success

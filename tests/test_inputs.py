@@ -13,7 +13,7 @@ import pytest
 
 from cdp_assets.sources.readers import UnreadableFile, csv_records, jsonl_records
 from cdp_resources.landing import LandingZoneResource
-from cdp_resources.warehouse import warehouse_lock
+from cdp_resources.warehouse import WarehouseResource, warehouse_lock
 
 
 def test_csv_with_bom_and_added_columns(tmp_path):
@@ -91,14 +91,14 @@ def test_landing_sensor_requests_each_file_once(tmp_path, monkeypatch):
 
     land("01", "a.jsonl")
     land("02", "b.jsonl")
-    context = build_sensor_context(resources={"landing_zone": zone})
+    context = build_sensor_context(resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     requests = sensor(context)
     assert sorted(r.partition_key for r in requests) == ["2026-01-01-01:00", "2026-01-01-02:00"]
-    again = build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone})
+    again = build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     assert not isinstance(sensor(again), list)  # nothing new: a skip
     time.sleep(0.01)
     land("02", "c.jsonl")
-    third = build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone})
+    third = build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     [request] = sensor(third)
     assert request.partition_key == "2026-01-01-02:00"
     assert request.run_key != requests[1].run_key
@@ -167,14 +167,14 @@ def test_cdc_sensor_requests_a_run_when_the_change_files_change(tmp_path):
     zone = LandingZoneResource(root=str(tmp_path))
     folder = tmp_path / "cdc" / "crm_customers"
     folder.mkdir(parents=True)
-    assert isinstance(sensor(build_sensor_context(resources={"landing_zone": zone})), SkipReason)
+    assert isinstance(sensor(build_sensor_context(resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})), SkipReason)
     (folder / "0001.json").write_text("{}\n")
-    context = build_sensor_context(resources={"landing_zone": zone})
+    context = build_sensor_context(resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     first = sensor(context)
-    assert isinstance(sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone})), SkipReason)
+    assert isinstance(sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})), SkipReason)
     (folder / "0000.json").write_text("{}\n")
     os.utime(folder / "0000.json", (0, 0))  # an old file dropped late
-    second = sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone}))
+    second = sensor(build_sensor_context(cursor=context.cursor, resources={"landing_zone": zone, "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))}))
     assert second.run_key != first.run_key
 
 

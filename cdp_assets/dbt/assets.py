@@ -9,10 +9,9 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Config, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from cdp_assets.dbt.project import dbt_project
+from cdp_assets.dbt.project import command_target, dbt_environment, dbt_project, parse_cache
 from cdp_assets.dbt.vars import dbt_vars
 from cdp_resources import WarehouseResource
-from cdp_resources.settings import config_dir, data_dir
 
 # dbt folder → the platform stage it belongs to
 FOLDER_GROUPS = {"staging": "events", "identity": "identity", "profiles": "profiles", "segments": "segments"}
@@ -51,13 +50,16 @@ def cdp_dbt_models(
 ):
     """Build (run + test) the selected dbt models while holding the warehouse lock.
 
-    Row counts are added once dbt has finished: while it runs, its process holds the DuckDB file.
+    dbt reuses the project's parse cache (cdp_assets/dbt/project.py): no parse at step start. Row counts are
+    added once dbt has finished: while it runs, its process holds the DuckDB file.
     """
-    # dbt (its profile, the Python models) reads the same, absolute, data and config directories.
-    os.environ.update(CDP_DATA_DIR=str(data_dir()), CDP_CONFIG_DIR=str(config_dir()))
+    # dbt (its profile, the Python models) reads the same, absolute, data and config directories, and the
+    # warehouse's DuckDB settings.
+    os.environ.update(dbt_environment(warehouse))
     args = ["build", "--vars", json.dumps(dbt_vars())] + (["--full-refresh"] if config.full_refresh else [])
     with warehouse.lock():
-        events = list(dbt.cli(args, context=context).stream())
+        with parse_cache(command_target(f"build-{context.run.run_id[:8]}")) as target:
+            events = list(dbt.cli(args, context=context, target_path=target).stream())
         with warehouse.connect() as con:
             for event in events:
                 yield _with_row_count(context, con, event)

@@ -8,7 +8,9 @@ the raw partitions that changed since the last one (cdp_assets/events/validate.p
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetKey, AssetObservation, AssetOut, MetadataValue, Output, multi_asset
+from dagster import (
+    AssetExecutionContext, AssetKey, AssetMaterialization, AssetObservation, AssetOut, MetadataValue, Output, multi_asset,
+)
 
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.pii import load_pii_rules
@@ -62,7 +64,9 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         pii = load_pii_rules(config_dir() / "pii.yaml")
         results = {}
         with warehouse.lock():
-            ensure_parse_views(warehouse, sources.values())
+            if ensure_parse_views(warehouse, sources.values()):
+                for key in sorted({parsed_key(s) for s in sources.values()}, key=lambda k: k.to_user_string()):
+                    context.log_event(AssetMaterialization(asset_key=key, description="rebuilt: missing, or what it is built from changed"))
         with warehouse.connect() as con:
             batch = start_validation(con, now, sources.values())
             for source in sources.values():

@@ -9,7 +9,7 @@ from cdp_resources.warehouse import table_exists
 MIN_RECORDS = 20  # a partition this small says nothing about a source's health
 
 
-@asset_check(asset=["cdp", "events"], blocking=True, description="Every event id appears once.")
+@asset_check(asset=["cdp", "events"], blocking=True, description="Every event id appears once.", pool="warehouse")
 def unique_event_ids(warehouse: WarehouseResource) -> AssetCheckResult:
     with warehouse.connect() as con:
         total, distinct, missing = con.execute(
@@ -22,6 +22,7 @@ def unique_event_ids(warehouse: WarehouseResource) -> AssetCheckResult:
 
 
 @asset_check(
+    pool="warehouse",
     asset=["cdp", "quarantine"],
     blocking=True,
     description="Nothing is lost: per source and partition, the raw records equal what was written as accepted "
@@ -67,6 +68,7 @@ def records_reconcile(warehouse: WarehouseResource) -> AssetCheckResult:
 
 
 @asset_check(
+    pool="warehouse",
     asset=["cdp", "quarantine"],
     description="Per source and raw partition, the share of records quarantined stays at or below the source's "
     "`max_quarantine_rate` (config/sources.yaml, default 5%), judged on partitions of at least 20 records.",

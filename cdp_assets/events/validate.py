@@ -28,7 +28,7 @@ from cdp_assets.events.rules import apply_rules, load_suite, suite_rules, typed_
 from cdp_resources.warehouse import table_exists
 
 SQL = Path(__file__).resolve().parent / "sql"
-PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql")]
+PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql", "debezium.sql")]
 CHUNK_ROWS = 200_000  # raw records judged at once: bounds memory whatever the backlog
 EVENT_COLUMNS = [
     "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
@@ -297,16 +297,40 @@ def _remember(con, source: SourceConfig, keys: list[str], print_: str) -> None:
         )
 
 
-def ensure_parse_views(warehouse, sources) -> None:
-    """Build the dbt parse views when one is missing (a warehouse where dbt never ran, a source just added):
-    validation reads through them. The caller holds the warehouse lock (dbt opens the file itself)."""
+PARSE_MODELS = Path(__file__).resolve().parents[2] / "dbt" / "models" / "staging" / "parsed"
+PARSE_VIEWS_DIGEST_KEY = "staging.parse_views"
+
+
+def parse_views_digest(source_vars: dict) -> str:
+    """What the parse views are built from: the sources' declarations (dbt vars) and the parse SQL."""
+    digest = hashlib.sha256(json.dumps(source_vars, sort_keys=True, default=str).encode())
+    for path in [*sorted(PARSE_MODELS.glob("*.sql")), *PARSE_MACROS]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_parse_views(warehouse, sources) -> bool:
+    """Build the dbt parse views when one is missing (a warehouse where dbt never ran, a source just added) or
+    what they are built from changed (a source's declared columns, the parse SQL); otherwise leave them: a
+    refresh does not pay a dbt command for views that are already right. True when they were (re)built. The
+    caller holds the warehouse lock (dbt opens the file itself)."""
+    from cdp_assets.dbt.vars import dbt_vars
+
+    vars_ = dbt_vars()
+    digest = parse_views_digest(vars_["sources"])
     with warehouse.connect() as con:
         missing = [s for s in sources if not table_exists(con, parsed_view(s).replace('"', ""))]
-    if missing:
-        from cdp_assets.dbt.project import run_dbt
-        from cdp_assets.dbt.vars import dbt_vars
+        built = table_exists(con, "core.model_digests") and con.execute(
+            "SELECT digest FROM core.model_digests WHERE model = ?", [PARSE_VIEWS_DIGEST_KEY]
+        ).fetchone()
+    if not missing and built and built[0] == digest:
+        return False
+    from cdp_assets.dbt.project import run_dbt
 
-        run_dbt(["run", "--select", "path:models/staging/parsed"], dbt_vars())
+    run_dbt(["run", "--select", "path:models/staging/parsed"], vars_, warehouse)
+    with warehouse.connect() as con:  # dbt's on-run-start created core.model_digests
+        con.execute("INSERT OR REPLACE INTO core.model_digests VALUES (?, ?)", [PARSE_VIEWS_DIGEST_KEY, digest])
+    return True
 
 
 # The dbt models that read the *_removed logs of validated tables (dbt/macros/incremental.sql).

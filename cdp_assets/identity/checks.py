@@ -5,7 +5,9 @@ from dagster import AssetCheckResult, asset_check
 from cdp_resources import WarehouseResource
 
 
-@asset_check(asset=["cdp", "id_map"], blocking=True, description="Every identifier maps to exactly one person.")
+@asset_check(
+    asset=["cdp", "id_map"], blocking=True, description="Every identifier maps to exactly one person.", pool="warehouse"
+)
 def one_person_per_identifier(warehouse: WarehouseResource) -> AssetCheckResult:
     with warehouse.connect() as con:
         ambiguous, unmapped = con.execute(

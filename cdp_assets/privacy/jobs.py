@@ -1,6 +1,6 @@
 """The privacy job: process recorded erasure requests; a sensor starts it when a request appears."""
 
-from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipReason, job, op, sensor
+from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipReason, in_process_executor, job, op, sensor
 
 from cdp_assets.activation.config import load_destinations
 from cdp_assets.identity.rules import load_identity_rules
@@ -28,7 +28,7 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
                 f"{audit['file_records_removed']} file records in {audit['files_rewritten']} files")
             audits.append(audit)
         if audits:
-            rewrite = rewrite_database(warehouse.file())
+            rewrite = rewrite_database(warehouse.file(), warehouse.settings())
             log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
                 f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
         for path, _ in requests:  # only now: a crash before this re-runs the (idempotent) erasure
@@ -36,12 +36,13 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
     return audits
 
 
-@op(description="Erase every person with a pending request, in every layer; audit without personal data.")
+@op(description="Erase every person with a pending request, in every layer; audit without personal data.", pool="warehouse")
 def erase_requested_persons(context: OpExecutionContext, warehouse: WarehouseResource) -> int:
     return len(process_erasure_requests(warehouse, log=context.log.info))
 
 
-@job(description="Process erasure requests (cdp erase); derived tables are rebuilt by refresh_job after it.")
+@job(description="Process erasure requests (cdp erase); derived tables are rebuilt by refresh_job after it.",
+     executor_def=in_process_executor)
 def privacy_job():
     erase_requested_persons()
 

@@ -1,4 +1,4 @@
-from dagster import AssetSelection, Definitions, ScheduleDefinition, define_asset_job
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, ScheduleDefinition, define_asset_job, in_process_executor
 
 from cdp_assets.segments.assets import segment_assets
 
@@ -6,6 +6,7 @@ daily_segments_job = define_asset_job(
     "daily_segments_job",
     selection=AssetSelection.groups("segments") & AssetSelection.tag("refresh", "daily"),
     description="Re-evaluate the segments declared `refresh: daily`.",
+    executor_def=in_process_executor,  # every step is in the warehouse pool: one at a time anyway
 )
 
 
@@ -13,5 +14,6 @@ def definitions() -> Definitions:
     return Definitions(
         assets=segment_assets(),
         jobs=[daily_segments_job],
-        schedules=[ScheduleDefinition(job=daily_segments_job, cron_schedule="15 2 * * *", execution_timezone="UTC")],
+        schedules=[ScheduleDefinition(job=daily_segments_job, cron_schedule="15 2 * * *", execution_timezone="UTC",
+                                      default_status=DefaultScheduleStatus.RUNNING)],
     )

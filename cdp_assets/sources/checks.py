@@ -68,6 +68,7 @@ def _partitions_loaded(context: AssetCheckExecutionContext, con, table: str) -> 
 
 def volume_check(source):
     @asset_check(
+        pool="warehouse",
         asset=raw_key(source.name),
         name="volume_within_usual_range",
         description=f"Each closed {source.partitions} partition the run loaded holds {LOW:g}x-{HIGH:g}x the median "

@@ -6,6 +6,11 @@ overlapping ticks or a retried evaluation cannot start the same run twice, while
 old hour requests that hour again. Landing files are found by their inode change time (ctime), which a
 rename or copy always sets, unlike mtime (`mv` and `cp -p` keep an old one). A lookback window re-checks
 the last minutes, so a file renamed while a tick was listing the directory is not skipped.
+
+A sensor's first tick (no cursor yet: a new instance, `make dev` after `make demo`) starts at the data
+already loaded: a partition whose files are exactly those `raw.<source>` holds records of is not requested
+again, so a demo's month of hours does not become 720 queued runs. Only partitions with files not loaded
+yet (or loaded files since removed) are requested.
 """
 
 import hashlib
@@ -15,10 +20,14 @@ from dataclasses import dataclass
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
+from cdp_resources import WarehouseResource
+from cdp_resources.warehouse import table_exists
+
 from cdp_assets.sources.partitions import PARTITIONS
 from cdp_resources import LandingZoneResource
 
 LOOKBACK_NS = 300 * 10**9
+LOCK_WAIT_S = 10  # a first tick waits this long for the warehouse, then tries again next tick
 
 
 def file_set_digest(paths) -> str:
@@ -54,6 +63,42 @@ def plan_landing_runs(files, cursor: str | None) -> LandingPlan:
     return LandingPlan(requests, json.dumps({"since": newest, "recent": recent}, sort_keys=True))
 
 
+def loaded_files(warehouse: WarehouseResource, source: str) -> dict[str, set[str]]:
+    """The files (relative to the data directory) whose records `raw.<source>` holds, per partition key.
+    TimeoutError when the warehouse stays busy."""
+    if not warehouse.file().exists():
+        return {}
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        if not table_exists(con, f"raw.{source}"):
+            return {}
+        rows = con.execute(f'SELECT partition_key, list(DISTINCT file) FROM raw."{source}" GROUP BY partition_key').fetchall()
+    return {key: set(files) for key, files in rows}
+
+
+def is_loaded(paths, loaded: set[str], base) -> bool:
+    """The partition's files are those loaded: every file with content was read, and every file read is there."""
+    present = {p.relative_to(base).as_posix(): p for p in paths}
+    with_content = set()
+    for name, path in present.items():
+        try:
+            if path.stat().st_size:
+                with_content.add(name)
+        except FileNotFoundError:
+            continue
+    return with_content <= loaded <= set(present)
+
+
+def starting_plan(files, loaded: dict[str, set[str]], base) -> LandingPlan:
+    """A first tick's plan: the cursor covers every file present; requested are the partitions not loaded as
+    they are."""
+    plan = plan_landing_runs(files, None)
+    by_partition = defaultdict(list)
+    for f in files:
+        by_partition[f.partition_key].append(f.path)
+    requests = [(key, digest) for key, digest in plan.requests if not is_loaded(by_partition[key], loaded.get(key, set()), base)]
+    return LandingPlan(requests, plan.cursor)
+
+
 def landing_sensor(source, job):
     partitions_def = PARTITIONS[source.partitions]
 
@@ -64,8 +109,15 @@ def landing_sensor(source, job):
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Extract the hourly partitions of {source.name} whose landing files changed.",
     )
-    def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
-        plan = plan_landing_runs(landing_zone.landing_files(source.name), context.cursor)
+    def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource, warehouse: WarehouseResource):
+        files = landing_zone.landing_files(source.name)
+        if context.cursor:
+            plan = plan_landing_runs(files, context.cursor)
+        else:
+            try:
+                plan = starting_plan(files, loaded_files(warehouse, source.name), landing_zone.base())
+            except TimeoutError:
+                return SkipReason("first tick: the warehouse is busy; the starting cursor is set at the next tick")
         runs = []
         for key, digest in plan.requests:
             if partitions_def and not partitions_def.has_partition_key(key):
@@ -86,12 +138,20 @@ def cdc_sensor(source, job):
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Apply new change files of {source.name}.",
     )
-    def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource):
+    def _sensor(context: SensorEvaluationContext, landing_zone: LandingZoneResource, warehouse: WarehouseResource):
         folder = source.path.split("/")[-1] if source.path else source.name
         files = landing_zone.cdc_files(folder)
         digest = file_set_digest(f.path for f in files)
         if not files or digest == context.cursor:
             return SkipReason("no new change files")
+        if context.cursor is None:  # first tick: start at what is loaded
+            try:
+                loaded = loaded_files(warehouse, source.name).get("", set())
+            except TimeoutError:
+                return SkipReason("first tick: the warehouse is busy; the starting cursor is set at the next tick")
+            if is_loaded([f.path for f in files], loaded, landing_zone.base()):
+                context.update_cursor(digest)
+                return SkipReason("every change file is loaded already")
         context.update_cursor(digest)
         return RunRequest(run_key=f"{source.name}:{digest}")
 

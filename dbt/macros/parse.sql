@@ -6,8 +6,9 @@
 
 {# (value, error, failed column) of one JSON field read as `kind`: the error and the failed column are set when
    a value is present but not of its type. #}
-{% macro typed_field(json, path, kind, name) -%}
-    {%- set text = json_text(json, path) -%}
+{% macro typed_field(json, path, kind, name, text=none) -%}
+    {#- `text`: the value as text when it is not the JSON text at `path` (a decoded Debezium value) -#}
+    {%- set text = text or json_text(json, path) -%}
     {%- if kind == 'string' -%}
         {%- do return({'value': "nullif(trim(" ~ text ~ "), '')", 'error': 'null', 'failed': 'null'}) -%}
     {%- elif kind == 'list' -%}
@@ -151,7 +152,8 @@
     {%- set errors = [] -%}
     {%- set failed = [] -%}
     {%- for column, kind in source.columns.items() -%}
-        {%- set t = typed_field('img', '$.' ~ column, kind, column) -%}
+        {%- set decoded = debezium_text('img', column, kind, "list_filter(img_schema, lambda f: f->>'field' = " ~ cdp_literal(column) ~ ")[1]") if cdc and kind != 'list' else none -%}
+        {%- set t = typed_field('img', '$.' ~ column, kind, column, decoded) -%}
         {%- do columns.append(cdp_literal(column) ~ ', ' ~ t.value) -%}
         {%- do errors.append(t.error) -%}
         {%- do failed.append(t.failed) -%}
@@ -179,7 +181,9 @@
                 when {{ json_text('j', '$.Op') }} is not null then j
                 when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_value(envelope, '$.before') }}
                 else {{ json_value(envelope, '$.after') }}
-            end as img
+            end as img,
+            {#- the row image's field schemas when the envelope carries Kafka Connect's `schema` (JsonConverter schemas.enable) -#}
+            {{ debezium_row_schema('j') }} as img_schema
         {%- else %}
             j as img
         {%- endif %}
