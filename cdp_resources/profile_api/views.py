@@ -42,9 +42,9 @@ class Person:
 
 @lru_cache(maxsize=4096)
 def normalized(identifier_type: str, value: str, region: str) -> str | None:
-    from cdp_assets.identity.normalize import normalize_identifier
+    from cdp_assets.identity.normalize import normalize_value
 
-    return normalize_identifier(identifier_type, value, region)
+    return normalize_value(identifier_type, value, region)
 
 
 def find_person(store: OnlineStore, external_id: str, region: str = "US") -> Person:
