@@ -128,7 +128,7 @@ class SqliteStore(OnlineStore):
             if full:
                 for table in ("persons", "identifiers", "events", "meta"):
                     con.execute(f"DELETE FROM {table}")
-            yield _SqliteWriter(con)
+            yield _SqliteWriter(con, empty=full)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -236,12 +236,14 @@ def _json(value) -> str:
 
 
 class _SqliteWriter(StoreWriter):
-    def __init__(self, con: sqlite3.Connection):
+    def __init__(self, con: sqlite3.Connection, empty: bool = False):
         self.con = con
+        self.empty = empty  # a full load: nothing to replace
 
     def put(self, persons: Iterable[PersonRecord]) -> None:
         persons = list(persons)
-        self.delete([p.person_id for p in persons])
+        if not self.empty:
+            self.delete([p.person_id for p in persons])
         self.con.executemany("INSERT INTO persons VALUES (?, ?)",
                              [(p.person_id, _json(p.document)) for p in persons])
         self.con.executemany(
