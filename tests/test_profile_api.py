@@ -253,3 +253,33 @@ def test_staff_page_shows_a_demo_persons_360_view(api, person):
     assert len(values["timeline"]) == min(50, len(person["events"]))
     assert person["email"] in values["status"].lower() and not out["failed_requests"]
     assert not [line for line in out["console"] if line.startswith("error")], out["console"]
+
+
+def test_an_erased_person_sending_again_stays_out_of_the_live_log(live_instance, person, monkeypatch):
+    """After an erasure (while the collector runs) their new message lands (the extract drops it later) but never
+    reaches the recent-event log, whose files then hold no byte of them; others' messages still do."""
+    from bytescan import scan
+    from segment.analytics import Client
+
+    from cdp_assets.privacy.erase import request_erasure
+    from cdp_assets.privacy.jobs import process_erasure_requests
+    from cdp_resources import WarehouseResource
+
+    data_dir, collector_url, api = live_instance
+    monkeypatch.setenv("CDP_DATA_DIR", str(data_dir))
+    user_id = next(v for t, v in person["ids"] if t == "user_id")
+    request_erasure(data_dir, "email", person["email"].upper())
+    [audit] = process_erasure_requests(WarehouseResource())
+    assert audit["rows_deleted"]["online_store.persons"] >= 1
+    assert api.get("email:" + person["email"], "traits").status_code == 404
+    time.sleep(2.2)  # a running collector re-reads the suppressions every 2 s
+    client = Client("wk_live", host=collector_url, max_retries=1, sync_mode=True)
+    client.track(user_id, "came_back", {"email": person["email"]})
+    client.track("someone-else-entirely", "control_event")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and api.get("user_id:someone-else-entirely", "events").status_code != 200:
+        time.sleep(0.02)
+    assert api.get("user_id:someone-else-entirely", "events").status_code == 200
+    assert api.get("user_id:" + user_id, "events").status_code == 404
+    if (data_dir / "online").exists():
+        assert scan(data_dir / "online", {person["email"], user_id, person["person_id"]}) == {}

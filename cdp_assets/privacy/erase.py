@@ -104,7 +104,7 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
         removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
     if scrubbed:
         values_scrubbed["files"] = scrubbed
-    rows_deleted |= _erase_online_store(data_dir, persons, identifiers, erased)
+    rows_deleted |= _erase_online_store(data_dir, persons, identifiers, erased, [identifier_hash(salt, v) for _, v in identifiers])
     notices = _deletion_notices(con, persons, notify)
     con.execute(AUDIT_DDL)
     audit = {
@@ -120,7 +120,8 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
     return audit
 
 
-def _erase_online_store(data_dir: Path, persons: set[str], identifiers: set[tuple[str, str]], erased: KnownValues) -> dict[str, int]:
+def _erase_online_store(data_dir: Path, persons: set[str], identifiers: set[tuple[str, str]], erased: KnownValues,
+                        hashes: list[str]) -> dict[str, int]:
     """The person out of the online store (SQLite files under the data directory, or Redis): their entries, live
     messages carrying their identifiers, and anything mentioning them (a mention as long as the files' scrub
     looks for, or any of their values as a whole JSON string); the next refresh loads the store again. An
@@ -130,6 +131,7 @@ def _erase_online_store(data_dir: Path, persons: set[str], identifiers: set[tupl
     store = open_store(data_dir)
     try:
         needles = [*erased.mentioned, *(f'"{value}"' for value in erased.values)]
+        store.suppress(hashes)  # a running collector keeps their messages out of the live log from now on
         counts = store.erase(persons, identifiers, needles)
     finally:
         store.close()

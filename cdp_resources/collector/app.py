@@ -45,7 +45,18 @@ def live_feed(root: Path):
     except Exception as exc:  # noqa: BLE001
         log.warning("no online store (%s): acknowledged messages reach the Profile API only after a refresh", exc)
         return None
-    return LiveFeed(store, rules.default_phone_region if rules else "US", rules)
+    return LiveFeed(store, rules.default_phone_region if rules else "US", rules, lambda: _salt(root))
+
+
+def _salt(root: Path) -> str | None:
+    """The instance's privacy salt (as cdp_assets.privacy.suppression keeps it), read, never created: without
+    one no erasure has happened, so nothing is suppressed."""
+    import os
+
+    if os.environ.get("CDP_PII_SALT"):
+        return os.environ["CDP_PII_SALT"]
+    path = root / "privacy" / "salt"
+    return path.read_text().strip() if path.exists() else None
 
 
 def create_app(data_dir: str | Path | None = None) -> Starlette:

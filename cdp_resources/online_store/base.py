@@ -122,6 +122,14 @@ class OnlineStore(ABC):
         store's files, and forget the bookkeeping so the next refresh loads the store whole. Counts per part."""
 
     @abstractmethod
+    def suppress(self, hashes: Iterable[str]) -> None:
+        """Remember erased identifiers (salted hashes, as cdp.suppressions holds them): the collector's feed
+        keeps their messages out of the recent-event log from then on."""
+
+    @abstractmethod
+    def suppressed(self) -> set[str]: ...
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def describe(self) -> str:

@@ -8,10 +8,12 @@ appends them in one write. The request never waits for it: the landing file is t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
 import threading
+import time
 from datetime import datetime, timezone
 
 import polars as pl
@@ -20,6 +22,7 @@ from cdp_resources.online_store.base import LiveEvent, OnlineStore
 
 log = logging.getLogger("cdp_resources.online_store")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SUPPRESSED_TTL_S = 2.0  # an erasure's suppressions reach a running collector within this
 # (identifier type, where it is in a Segment message): what identity reads from a message too.
 MESSAGE_IDENTIFIERS = (
     ("user_id", ("userId",)), ("anonymous_id", ("anonymousId",)), ("device_id", ("context", "device", "id")),
@@ -117,8 +120,10 @@ def live_events(messages: list[dict], region: str = "US", rules=None) -> list[Li
 class LiveFeed:
     """Appends acknowledged lines to the store's recent-event log on a thread of its own."""
 
-    def __init__(self, store: OnlineStore, region: str = "US", rules=None):
-        self.store, self.region, self.rules = store, region, rules
+    def __init__(self, store: OnlineStore, region: str = "US", rules=None, salt=lambda: None):
+        """`salt()`: the instance's privacy salt, or None while no erasure has made one."""
+        self.store, self.region, self.rules, self._salt = store, region, rules, salt
+        self._suppressed: tuple[float, str | None, set[str]] = (0.0, None, set())
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
         self._thread.start()
@@ -133,6 +138,16 @@ class LiveFeed:
         self._thread.join(timeout)
         self.store.close()
 
+    def _erased(self, event: LiveEvent) -> bool:
+        """True when the message carries an identifier an erasure suppressed (re-read every few seconds)."""
+        now = time.monotonic()
+        if now - self._suppressed[0] > SUPPRESSED_TTL_S:
+            salt = self._salt()
+            self._suppressed = (now, salt, self.store.suppressed() if salt is not None else set())
+        _, salt, hashes = self._suppressed
+        return bool(hashes) and any(hashlib.sha256(f"{salt}{v}".encode()).hexdigest() in hashes
+                                    for _, v in event.identifiers)
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -141,7 +156,8 @@ class LiveFeed:
             stop = None in batch
             lines = [data for datas in batch if datas for data in datas]
             try:
-                self.store.append_live(live_events([json.loads(d) for d in lines], self.region, self.rules))
+                events = live_events([json.loads(d) for d in lines], self.region, self.rules)
+                self.store.append_live([e for e in events if not self._erased(e)])
             except Exception as exc:  # noqa: BLE001 (the log is a view: the landing file holds the message)
                 log.warning("could not append %d message(s) to the recent-event log: %s", len(lines), exc)
             if stop:

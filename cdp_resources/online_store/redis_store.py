@@ -172,6 +172,14 @@ class RedisStore(OnlineStore):
         self.client.delete(self._key("meta", gen))
         return {k: v for k, v in counts.items() if v}
 
+    def suppress(self, hashes: Iterable[str]) -> None:
+        hashes = list(hashes)
+        if hashes:
+            self.client.sadd(f"{self.prefix}:suppressed", *hashes)
+
+    def suppressed(self) -> set[str]:
+        return set(self.client.smembers(f"{self.prefix}:suppressed"))
+
     def close(self) -> None:
         self.client.close()
 

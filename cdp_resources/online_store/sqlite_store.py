@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS live.live_by_received ON live_events (received_at);
 CREATE TABLE IF NOT EXISTS live.live_identifiers (
     type TEXT, value TEXT, seq INTEGER, PRIMARY KEY (type, value, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS live.live_identifiers_by_seq ON live_identifiers (seq);
+CREATE TABLE IF NOT EXISTS live.suppressed (hash TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -211,6 +212,12 @@ class SqliteStore(OnlineStore):
             con.execute(f"VACUUM {schema}")
             con.execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)")
         return {k: v for k, v in counts.items() if v}
+
+    def suppress(self, hashes: Iterable[str]) -> None:
+        self._con().executemany("INSERT OR IGNORE INTO live.suppressed VALUES (?)", [(h,) for h in hashes])
+
+    def suppressed(self) -> set[str]:
+        return {r[0] for r in self._con().execute("SELECT hash FROM live.suppressed").fetchall()}
 
     def close(self) -> None:
         with self._lock:
