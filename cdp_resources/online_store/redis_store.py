@@ -22,6 +22,7 @@ from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord
 
 SEP = "\x1f"
 GENERATION_TTL_S = 1.0  # readers re-read the current generation at most this often
+OLD_GENERATION_TTL_S = 60  # a replaced generation stays readable this long
 
 
 def _json(value) -> str:
@@ -97,7 +98,12 @@ class RedisStore(OnlineStore):
         yield writer
         if full:
             self.client.set(f"{self.prefix}:gen", gen)
-            self.client.unlink(*(self._key(n, current) for n in _HASHES))
+            # Readers that read the generation less than GENERATION_TTL_S ago still read the old one: it
+            # expires a minute later instead of going now.
+            pipe = self.client.pipeline(transaction=False)
+            for name in _HASHES:
+                pipe.expire(self._key(name, current), OLD_GENERATION_TTL_S)
+            pipe.execute()
             self._generation(fresh=True)
 
     def meta(self) -> dict[str, str]:
@@ -146,6 +152,8 @@ class RedisStore(OnlineStore):
     def erase(self, person_ids: set[str], identifiers: set[tuple[str, str]], needles: list[str]) -> dict[str, int]:
         needles = sorted({n.lower() for n in needles if n})
         gen = self._generation(fresh=True)
+        if gen > 0:  # the generation a full load replaced, still readable for a minute: gone now
+            self.client.unlink(*(self._key(n, gen - 1) for n in _HASHES))
         counts = {"persons": 0, "identifiers": 0, "events": 0, "live_events": 0}
         ids_key = self._key("ids", gen)
         for person_id in sorted(person_ids):
