@@ -167,9 +167,10 @@ def run(kind: str, setting: str, args, data_dir: Path) -> dict:
         store.drop_everything()
     print(f"{kind}: loading {args.profiles:,} persons …", flush=True)
     load_s = load(store, args.profiles, args.events)
-    size = sum(p.stat().st_size for p in (data_dir / "online").glob("*")) if kind == "sqlite" else \
-        store.client.info("memory")["used_memory"]
+    size = store.client.info("memory")["used_memory"] if kind == "redis" else 0
     store.close()
+    if kind == "sqlite":  # closed: the WAL is checkpointed into the file and removed
+        size = sum(p.stat().st_size for p in (data_dir / "online").glob("*"))
     api_port, collector_port = free_port(), free_port()
     api = start(["serve"], env, api_port)
     collector = start(["collect"], env, collector_port)

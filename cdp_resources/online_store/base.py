@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 # Bumped when what the store holds changes shape: a store written by another version is loaded again, whole.
-FORMAT = "1"
+FORMAT = "2"
 
 
 @dataclass

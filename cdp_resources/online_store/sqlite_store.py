@@ -18,15 +18,16 @@ from pathlib import Path
 
 from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord, StoreWriter
 
+# Documents and events are rowid tables found through an index: WITHOUT ROWID suits small rows only (a row over
+# a twentieth of a page spills into overflow pages, which doubled the file).
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS persons (person_id TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persons (person_id TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identifiers (
     type TEXT, value TEXT, person_id TEXT NOT NULL, source_id TEXT, created_at TEXT,
     PRIMARY KEY (type, value)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS identifiers_by_person ON identifiers (person_id);
-CREATE TABLE IF NOT EXISTS events (
-    person_id TEXT, ts INTEGER, event_id TEXT, item TEXT NOT NULL,
-    PRIMARY KEY (person_id, ts, event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (person_id TEXT, ts INTEGER, event_id TEXT, item TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_person ON events (person_id, ts, event_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 """
 LIVE_SCHEMA = """
