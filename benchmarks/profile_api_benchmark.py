@@ -151,6 +151,18 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000 if values else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (uvicorn's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+
+
 def vm_hwm(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM"):
@@ -172,7 +184,7 @@ def run(kind: str, setting: str, args, data_dir: Path) -> dict:
     if kind == "sqlite":  # closed: the WAL is checkpointed into the file and removed
         size = sum(p.stat().st_size for p in (data_dir / "online").glob("*"))
     api_port, collector_port = free_port(), free_port()
-    api = start(["serve"], env, api_port)
+    api = start(["serve", "--workers", str(args.workers)], env, api_port)
     collector = start(["collect"], env, collector_port)
     latencies = {"traits": [], "events": []}
     rnd = random.Random(1)
@@ -183,6 +195,8 @@ def run(kind: str, setting: str, args, data_dir: Path) -> dict:
             return "traits", f"/v1/spaces/s/collections/users/profiles/user_id:u_{n}/traits"
         return "events", f"/v1/spaces/s/collections/users/profiles/email:user{n}@example.com/events?limit=10"
 
+    time.sleep(2 if args.workers > 1 else 0)  # the workers start after the supervisor answers
+    cpu_before = sum(cpu_seconds(p) for p in family(api.pid))
     until = time.monotonic() + args.seconds
     visible: list[float] = []
     probe = threading.Thread(target=probe_visibility, args=(api_port, collector_port, args.profiles, until, visible))
@@ -193,7 +207,8 @@ def run(kind: str, setting: str, args, data_dir: Path) -> dict:
 
     asyncio.run(main())
     probe.join()
-    peak_api = vm_hwm(api.pid)
+    peak_api = max(vm_hwm(p) for p in family(api.pid))
+    cpu = sum(cpu_seconds(p) for p in family(api.pid)) - cpu_before
     for process in (api, collector):
         process.terminate()
         process.wait(20)
@@ -205,6 +220,8 @@ def run(kind: str, setting: str, args, data_dir: Path) -> dict:
         "events_p50_ms": round(percentile(latencies["events"], 50), 2), "events_p99_ms": round(percentile(latencies["events"], 99), 2),
         "visible_p50_ms": round(percentile(visible, 50), 1), "visible_max_ms": round(max(visible) * 1000, 1) if visible else None,
         "visible_samples": len(visible), "api_peak_mib": peak_api,
+        "api_cpu_per_request_us": round(cpu / max(1, sum(len(v) for v in latencies.values())) * 1e6),
+        "load_avg_after": round(os.getloadavg()[0], 2),
         "loader_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }
     if kind == "redis":
@@ -222,6 +239,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10, help="events per person in the store")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="cdp serve --workers")
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0?prefix=bench")
     args = parser.parse_args()

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="the Profile API and the staff 360 page, from the online store")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8089)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
 
     segment = commands.add_parser("segment", help="segment tools")
     segment_commands = segment.add_subparsers(dest="segment_command", required=True)
@@ -144,7 +145,7 @@ def _collect(args) -> int:
 def _serve(args) -> int:
     from cdp_resources.profile_api import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

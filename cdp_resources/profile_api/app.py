@@ -122,9 +122,17 @@ def create_app(data_dir: str | Path | None = None, store: OnlineStore | None = N
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8089, data_dir: str | Path | None = None) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8089, data_dir: str | Path | None = None, workers: int = 1) -> None:
+    """Serve until stopped; `workers` > 1 runs that many processes on one port (each with its own store
+    connection), for more than one core's worth of requests."""
     import uvicorn
 
+    options = dict(host=host, port=port, access_log=False, server_header=False, log_level="info")
+    if workers > 1:
+        if data_dir is not None:
+            os.environ["CDP_DATA_DIR"] = str(data_dir)
+        uvicorn.run("cdp_resources.profile_api.app:create_app", factory=True, workers=workers, **options)
+        return
     app = create_app(data_dir)
     log.info("Profile API on http://%s:%d (store: %s)", host, port, app.state.store.describe())
-    uvicorn.run(app, host=host, port=port, access_log=False, server_header=False, log_level="info")
+    uvicorn.run(app, **options)

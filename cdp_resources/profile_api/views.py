@@ -33,7 +33,15 @@ class BadRequest(ValueError):
 class Person:
     person_id: str | None  # None: provisional (only live messages know the identifier)
     document: dict
-    identifiers: list[dict]
+    _identifiers: list[dict] | None = None
+    store: OnlineStore | None = None
+
+    @property
+    def identifiers(self) -> list[dict]:
+        """Read when first needed: `traits` (the hot path) does not need them."""
+        if self._identifiers is None:
+            self._identifiers = self.store.identifiers(self.person_id)
+        return self._identifiers
 
     @property
     def keys(self) -> list[tuple[str, str]]:
@@ -59,7 +67,7 @@ def find_person(store: OnlineStore, external_id: str, region: str = "US") -> Per
     if person_id is not None:
         document = store.person(person_id)
         if document is not None:
-            return Person(person_id, document, store.identifiers(person_id))
+            return Person(person_id, document, store=store)
     live = store.live_events([(identifier_type, value)], None, 50)
     if not live:
         raise NotFound("Profile was not found.")
