@@ -1,4 +1,4 @@
-"""The `cdp` command line: demo, run, profile, collect, segment check, erase, export, tracking-plan sync."""
+"""The `cdp` command line: demo, run, profile, collect, serve, segment check, erase, export, tracking-plan sync."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="materialize every asset over the data present")
     sample_api = commands.add_parser("sample-api", help="serve the demo's orders (data/api/orders) as the orders API")
     sample_api.add_argument("--host", default="127.0.0.1")
-    sample_api.add_argument("--port", type=int, default=8089)
+    sample_api.add_argument("--port", type=int, default=8090)  # 8089 is `cdp serve`
 
     profile = commands.add_parser("profile", help="the 360 view of one person (text at a terminal, else JSON)")
     profile.add_argument("identifier", metavar="TYPE:VALUE", help="e.g. email:ann@example.com")
@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     collect = commands.add_parser("collect", help="run the event collector")
     collect.add_argument("--host", default="127.0.0.1")
     collect.add_argument("--port", type=int, default=8088)
+
+    serve = commands.add_parser("serve", help="the Profile API and the staff 360 page, from the online store")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8089)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
 
     segment = commands.add_parser("segment", help="segment tools")
     segment_commands = segment.add_subparsers(dest="segment_command", required=True)
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     handler = {
-        "demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "segment": _segment_check,
+        "demo": _demo, "run": _run, "profile": _profile, "collect": _collect, "serve": _serve, "segment": _segment_check,
         "tracking-plan": _tracking_plan_sync, "erase": _erase, "export": _export, "sample-api": _sample_api,
     }
     return handler[args.command](args)
@@ -134,6 +139,13 @@ def _collect(args) -> int:
     from cdp_resources.collector import serve
 
     serve(host=args.host, port=args.port)
+    return 0
+
+
+def _serve(args) -> int:
+    from cdp_resources.profile_api import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

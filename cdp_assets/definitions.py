@@ -7,6 +7,7 @@ from cdp_assets.activation import definitions as activation_defs
 from cdp_assets.dbt import definitions as dbt_defs
 from cdp_assets.events import definitions as events_defs
 from cdp_assets.identity import definitions as identity_defs
+from cdp_assets.online import definitions as online_defs
 from cdp_assets.privacy import definitions as privacy_defs
 from cdp_assets.profiles import definitions as profiles_defs
 from cdp_assets.resources import resources
@@ -23,6 +24,7 @@ def build_definitions() -> Definitions:
         dbt_defs.definitions(),
         profiles_defs.definitions(),
         segments_defs.definitions(),
+        online_defs.definitions(),
         activation_defs.definitions(),
         privacy_defs.definitions(),
         refresh.definitions([*sources.jobs, privacy_defs.privacy_job]),

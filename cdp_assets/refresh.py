@@ -37,13 +37,14 @@ from dagster import (
 # changed (cdp_assets/events/validate.py `ensure_parse_views`), not by a dbt command in every refresh.
 PARSE_VIEWS = AssetSelection.assets(["staging", "parsed_events"], ["staging", "parsed_records"])
 DOWNSTREAM = (
-    AssetSelection.groups("events", "identity", "profiles") | (AssetSelection.groups("segments") & AssetSelection.tag("refresh", "hourly"))
+    AssetSelection.groups("events", "identity", "profiles", "online")
+    | (AssetSelection.groups("segments") & AssetSelection.tag("refresh", "hourly"))
 ) - PARSE_VIEWS
 
 refresh_job = define_asset_job(
     "refresh_job",
     selection=DOWNSTREAM,
-    description="Validate, resolve identities, rebuild profiles and re-evaluate hourly segments.",
+    description="Validate, resolve identities, rebuild profiles, re-evaluate hourly segments, update the online store.",
     # Every step is in the warehouse pool, so steps run one at a time anyway: one process for the whole run
     # instead of one per step (each paying Python start-up and a code-location load).
     executor_def=in_process_executor,

@@ -8,6 +8,7 @@ from packaging import version
 
 from cdp_assets.dbt.project import DBT_EXECUTABLE, dbt_project
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
+from cdp_resources.online_store import OnlineStoreResource
 
 
 class DbtResource(DbtCliResource):
@@ -31,5 +32,6 @@ def resources() -> dict:
         "warehouse": WarehouseResource(),
         "landing_zone": LandingZoneResource(),
         "orders_api": OrdersApiResource(),
+        "online_store": OnlineStoreResource(),
         "dbt": DbtResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
     }

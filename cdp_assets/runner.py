@@ -28,7 +28,7 @@ PUBLIC_TABLES = [
     "events", "quarantine", "identity_edges", "id_map", "identity_merges", "relationships", "profiles",
     "profile_history", "segment_membership", "segment_changes", "deliveries",
 ]
-DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments", "activation"]
+DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments", "online", "activation"]
 
 
 @dataclass

@@ -33,10 +33,13 @@ def require_browser() -> None:
         pytest.skip(message)
 
 
-def drive(url: str, steps: list[dict], timeout_s: float = 30) -> dict:
-    """Open `url` in headless chromium, run `steps` (see drive.mjs); the values read, console and failures."""
+def drive(url: str, steps: list[dict], timeout_s: float = 30, credentials: tuple[str, str] | None = None) -> dict:
+    """Open `url` in headless chromium, run `steps` (see drive.mjs); the values read, console and failures.
+    `credentials` (user, password) answer an HTTP Basic challenge."""
     require_browser()
     spec = {"url": url, "steps": steps, "timeout_ms": int(timeout_s * 1000)}
+    if credentials:
+        spec["http_credentials"] = {"username": credentials[0], "password": credentials[1]}
     done = subprocess.run(
         ["node", str(BROWSER_DIR / "drive.mjs")], input=json.dumps(spec), capture_output=True, text=True,
         cwd=BROWSER_DIR, timeout=timeout_s + 30,

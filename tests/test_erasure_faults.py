@@ -111,10 +111,31 @@ def _plant_files(data) -> None:
                           "note": ["", "referred by ann.lee@x.com"]})
     frame.write_parquet(exports / "20260501T080000Z.parquet")
     frame.write_csv(exports / "20260501T080000Z.csv")
+    _plant_online_store(data)
     (data / "landing" / "_webhook_ids").mkdir()
     with sqlite3.connect(data / "landing" / "_webhook_ids" / "ids.sqlite") as db:
         db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY)")
         db.execute("INSERT INTO seen VALUES ('msg_1')")
+
+
+def _plant_online_store(data) -> None:
+    """The online store (SQLite under data/online/): both persons as a refresh writes them, and the recent-event
+    log holding Ann's live message and Bob's that mentions her."""
+    from cdp_resources.online_store import PersonRecord, open_store
+    from cdp_resources.online_store.live import live_events
+
+    store = open_store(data)
+    with store.writer(full=True) as writer:
+        writer.put([
+            PersonRecord(ANN, {"traits": {"email": "ann.lee@x.com", "phone": "+4915112345678"}, "segments": []},
+                         [{"type": t, "id": v} for t, v in sorted(ANN_IDS)], [(1, "m1", ANN_EVENT)]),
+            PersonRecord(BOB, {"traits": {"email": "jo.bob@x.com"}, "segments": []}, [{"type": "user_id", "id": "u_bob_001"}],
+                         [(2, "m3", BOB_PLAIN)]),
+        ])
+        writer.set_meta({"batch": "1"})
+    store.append_live(live_events([{**ANN_EVENT, "messageId": "live-1", "anonymousId": "anon-ann-0001"},
+                                   {**BOB_MENTIONS, "messageId": "live-2"}, {**BOB_PLAIN, "messageId": "live-3"}]))
+    store.close()
 
 
 @pytest.fixture
@@ -130,7 +151,7 @@ def data(tmp_path, monkeypatch):
 
 def test_one_erasure_leaves_no_byte_of_the_person_anywhere(data):
     before = scan(data, NEEDLES)
-    assert {"warehouse.duckdb", f"landing/web/{HOUR}/.tmp-5f3a9c", f"landing/web/{HOUR}/part-00003.jsonl.gz",
+    assert {"warehouse.duckdb", "online/store.sqlite", "online/live.sqlite", f"landing/web/{HOUR}/.tmp-5f3a9c", f"landing/web/{HOUR}/part-00003.jsonl.gz",
             f"landing/_rejected/web/{HOUR}/part-00009.jsonl.gz.reason", "exports/segment_exports/vip/20260501T080000Z.parquet",
             f"landing/web/{HOUR}/part-00002.jsonl"} <= set(before)  # the scan sees them where they are
     request_erasure(data, "email", " ann.LEE@x.com")
@@ -168,6 +189,14 @@ def test_one_erasure_leaves_no_byte_of_the_person_anywhere(data):
     with sqlite3.connect(data / "landing" / "_webhook_ids" / "ids.sqlite") as db:  # databases are left whole
         assert db.execute("SELECT id FROM seen").fetchall() == [("msg_1",)]
     assert not [p for p in data.rglob("*") if p.name.endswith((".rewrite", ".wal"))]
+    from cdp_resources.online_store import open_store
+
+    store = open_store(data)  # Ann is gone from the online store; Bob's entry and his plain live message stay
+    assert store.person(ANN) is None and store.person_of("email", "ann.lee@x.com") is None
+    assert store.person(BOB)["traits"]["email"] == "jo.bob@x.com" and store.person_of("user_id", "u_bob_001") == BOB
+    assert [e[1] for e in store.live_events([("user_id", "u_bob_001")], None, 10)] == ["live-3"]
+    assert store.meta() == {}  # the next refresh loads the store again, whole
+    assert audit["rows_deleted"]["online_store.persons"] == 1 and audit["rows_deleted"]["online_store.live_events"] == 2
 
 
 def test_a_mention_is_the_identifier_not_glued_to_more_of_another():

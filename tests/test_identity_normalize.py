@@ -154,3 +154,16 @@ def test_bad_rules_are_clear_errors_naming_file_and_field(tmp_path, text, names)
 def test_missing_rules_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="nowhere.yaml"):
         load_identity_rules(tmp_path / "nowhere.yaml")
+
+
+_SPACES = "\t\n\x0b\x0c\r \x1c\x1f\x85\xa0\u1680\u2000\u200a\u200b\u2028\u202f\u3000"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["email", "phone", "user_id", "anonymous_id"]),
+                          st.text(alphabet=st.characters() | st.sampled_from(_SPACES + "İΣςAZ@.+0123456789"), max_size=14)),
+                max_size=10))
+def test_plain_python_normalization_agrees_with_the_frame(rows):
+    """The Profile API's look-ups (normalize_value) give what identity stored (normalize_identifiers): every kind
+    of white space, case rules (final sigma, dotted I) and phone spellings included."""
+    frame = pl.DataFrame(rows, schema={"t": pl.String, "v": pl.String}, orient="row")
+    assert normalize_identifiers(frame, "t", "v")["v"].to_list() == [normalize.normalize_value(t, v) for t, v in rows]

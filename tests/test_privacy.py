@@ -132,7 +132,15 @@ def test_erasure_everywhere_and_for_good(tmp_path, monkeypatch):
     rejected.mkdir(parents=True, exist_ok=True)
     (rejected / "part-90002.jsonl").write_bytes(identify.encode() + b"\n\xff\xfe not utf-8\n")
     (rejected / "part-90002.jsonl.reason").write_text(f"part-90002.jsonl: line 2 is not UTF-8 (after {email.title()})\n")
+    # A message the collector acknowledged since the last run, in the online store's recent-event log.
+    from cdp_resources.online_store import open_store
+    from cdp_resources.online_store.live import live_events
+
+    store = open_store(data_dir)
+    store.append_live(live_events([{**json.loads(identify), "messageId": "live-1", "receivedAt": stamp}]))
+    store.close()
     found = scan(data_dir, spellings)
+    assert {"online/store.sqlite", "online/live.sqlite"} <= set(found)  # the store holds them: the scan must find them
     assert "warehouse.duckdb" in found and any(".tmp-" in f for f in found) and any(f.endswith(".reason") for f in found)
     assert any("part-90001.jsonl.gz" in f and "_rejected" in f for f in found)  # the scan reads a damaged gzip's prefix
 

@@ -35,9 +35,10 @@ AUDIT_DDL = """CREATE TABLE IF NOT EXISTS cdp.privacy_audit (
     notices_enqueued INTEGER)"""
 KEEP = {"cdp.suppressions", "cdp.privacy_audit"}
 PERSON_ID_COLUMN = re.compile(r"^(.+_)?person_id$")  # person_id, from_person_id, to_person_id, ...
-# Files an erasure leaves alone: the request itself (deleted once processed) and the salt; the warehouse,
-# rewritten as a whole at the end (`rewrite_database`).
-SKIPPED = ("privacy",)
+# Files an erasure leaves alone: the request itself (deleted once processed) and the salt; the online store,
+# erased through its own interface (`_erase_online_store`); the warehouse, rewritten as a whole at the end
+# (`rewrite_database`).
+SKIPPED = ("privacy", "online")
 
 
 def _now() -> datetime:
@@ -103,6 +104,7 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
         removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
     if scrubbed:
         values_scrubbed["files"] = scrubbed
+    rows_deleted |= _erase_online_store(data_dir, persons, identifiers, erased, [identifier_hash(salt, v) for _, v in identifiers])
     notices = _deletion_notices(con, persons, notify)
     con.execute(AUDIT_DDL)
     audit = {
@@ -116,6 +118,24 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
                 [*list(audit.values())[:6], json.dumps(rows_deleted), removed, rewritten, notices, json.dumps(values_scrubbed)])
     con.execute("CHECKPOINT")
     return audit
+
+
+def _erase_online_store(data_dir: Path, persons: set[str], identifiers: set[tuple[str, str]], erased: KnownValues,
+                        hashes: list[str]) -> dict[str, int]:
+    """The person out of the online store (SQLite files under the data directory, or Redis): their entries, live
+    messages carrying their identifiers, and anything mentioning them (a mention as long as the files' scrub
+    looks for, or any of their values as a whole JSON string); the next refresh loads the store again. An
+    unreachable store fails the erasure: it must not report done while the store still serves them."""
+    from cdp_resources.online_store import open_store
+
+    store = open_store(data_dir)
+    try:
+        needles = [*erased.mentioned, *(f'"{value}"' for value in erased.values)]
+        store.suppress(hashes)  # a running collector keeps their messages out of the live log from now on
+        counts = store.erase(persons, identifiers, needles)
+    finally:
+        store.close()
+    return {f"online_store.{part}": count for part, count in counts.items()}
 
 
 def _is_warehouse(path: Path, database: Path) -> bool:

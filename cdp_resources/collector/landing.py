@@ -59,6 +59,9 @@ class LandingWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing")
         self._ready_dirs: set[Path] = set()
         self._seen = SeenIds(root / "_webhook_ids" / "ids.sqlite")
+        # Called with the data of each request's newly landed lines once they are durable (protocol.land()),
+        # e.g. the online store's recent-event log; never allowed to fail or delay the answer.
+        self.listeners: list = []
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._sweep_stale_temp_files)

@@ -146,6 +146,12 @@ async def land(writer: LandingWriter, lines: list[Line]) -> list[bool]:
         landed = await writer.write(lines)
     except (OSError, RuntimeError) as exc:
         raise RequestError(503, f"could not land the data, retry later: {exc}") from exc
+    fresh = [line.data for line, new in zip(lines, landed) if new]
+    for listener in writer.listeners:
+        try:
+            listener(fresh)
+        except Exception as exc:  # noqa: BLE001 (what listens is a view; the lines are durable and acknowledged)
+            log.warning("a listener of landed lines failed: %s", exc)
     return landed
 
 

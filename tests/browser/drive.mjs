@@ -1,5 +1,5 @@
 // Drive Debian's headless chromium with playwright-core for the Python tests (tests/browser.py).
-// Reads a JSON spec on stdin: {url, steps: [...], timeout_ms}; prints one JSON object on stdout.
+// Reads a JSON spec on stdin: {url, steps: [...], timeout_ms, http_credentials?}; prints one JSON object on stdout.
 // Steps: {wait_for_function: "js expr"} | {wait_for: "css"} | {fill: "css", value} | {click: "css"}
 //        | {text: "css", as: "name"} | {evaluate: "js expr", as: "name"} | {sleep_ms: n}
 import { chromium } from "playwright-core";
@@ -19,7 +19,8 @@ const browser = await chromium.launch({
 });
 const out = { console: [], failed_requests: [], values: {} };
 try {
-  const page = await browser.newPage();
+  // http_credentials: {username, password} answered to a Basic-auth challenge (the Profile API's staff page).
+  const page = await browser.newPage(spec.http_credentials ? { httpCredentials: spec.http_credentials } : {});
   page.setDefaultTimeout(timeout);
   page.on("console", (m) => out.console.push(`${m.type()}: ${m.text()}`));
   page.on("requestfailed", (r) => out.failed_requests.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));

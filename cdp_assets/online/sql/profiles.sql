@@ -1,0 +1,1 @@
+SELECT * FROM cdp.profiles SEMI JOIN _online_chunk USING (person_id);
