@@ -10,7 +10,12 @@ import yaml
 
 from cdp_resources.settings import config_dir
 
-KINDS = {"events", "cdc", "api", "csv", "postgres"}
+KINDS = {"events", "webhook", "cdc", "api", "csv", "postgres"}
+EVENT_KINDS = {"events", "webhook"}  # sources whose records become cdp.events rows
+# `mapping:` of a webhook source: body paths (dotted, e.g. data.customer.email) to the parts of an event.
+MAPPING_KEYS = {"event", "event_names", "timestamp", "message_id", "identifiers", "traits", "properties"}
+WEBHOOK_IDENTIFIERS = {"user_id", "anonymous_id", "email", "phone"}  # what an event's identity is read from
+_BODY_PATH = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 # `purchases:` of a source: which records are purchases and which of their fields say what (Segment's
 # e-commerce spec for events: `event: order_completed`, fields read from `properties`).
 PURCHASE_KEYS = {"event", "id", "amount", "at", "items", "only", "identifier"}
@@ -146,7 +151,13 @@ class SourceConfig:
     traits: tuple[str, ...] = ()
     relationships: dict[str, str] = field(default_factory=dict)  # column -> kind (household, parent...)
     purchases: dict = field(default_factory=dict)  # how its records are purchases (see PURCHASE_KEYS)
+    mapping: dict = field(default_factory=dict)  # webhook: body paths to event name, time, identifiers, traits
     max_quarantine_rate: float = 0.05  # a raw partition quarantining more is worth a look (a warning check)
+
+    @property
+    def produces_events(self) -> bool:
+        """Its records are events (cdp.events), not rows of a table of its own."""
+        return self.kind in EVENT_KINDS
 
 
 def load_sources(path: Path | None = None) -> dict[str, SourceConfig]:
@@ -181,7 +192,14 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
     purchases = entry.get("purchases") or {}
     if purchases:
         _check_purchases(where, entry["kind"], purchases, columns, entry.get("identifiers") or {})
-    if entry["kind"] != "events" and not columns:
+    mapping = entry.get("mapping") or {}
+    if entry["kind"] == "webhook":
+        _check_mapping(f"{where}.mapping", mapping)
+        if entry.get("partitions", "none") != "hourly":
+            raise ConfigError(f"{where}.partitions: a webhook source lands hourly like the collector writes it (hourly)")
+    elif mapping:
+        raise ConfigError(f"{where}.mapping: only a webhook source has a mapping")
+    if entry["kind"] not in EVENT_KINDS and not columns:
         raise ConfigError(f"{where}.columns: a {entry['kind']} source declares its columns")
     return SourceConfig(
         name=name,
@@ -201,6 +219,7 @@ def _source(path: Path, name: str, entry: dict) -> SourceConfig:
         traits=tuple(entry.get("traits") or ()),
         relationships=dict(entry.get("relationships") or {}),
         purchases=dict(purchases),
+        mapping=dict(mapping),
         max_quarantine_rate=_rate(where, entry.get("max_quarantine_rate", 0.05)),
     )
 
@@ -220,8 +239,8 @@ def _check_purchases(where: str, kind: str, purchases, columns: dict, identifier
         raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(PURCHASE_KEYS)}")
     for needed in ("id", "amount"):
         if not isinstance(purchases.get(needed), str):
-            raise ConfigError(f"{where}.{needed}: required (a {'property path' if kind == 'events' else 'column'})")
-    if kind == "events":
+            raise ConfigError(f"{where}.{needed}: required (a {'property path' if kind in EVENT_KINDS else 'column'})")
+    if kind in EVENT_KINDS:
         if not isinstance(purchases.get("event"), str):
             raise ConfigError(f"{where}.event: the event that is a purchase (e.g. order_completed)")
         for key in ("id", "amount", "items"):
@@ -240,3 +259,40 @@ def _check_purchases(where: str, kind: str, purchases, columns: dict, identifier
         raise ConfigError(f"{where}.identifier: {identifier!r} is not one of the source's identifiers {sorted(identifiers)}")
     if not identifiers:
         raise ConfigError(f"{where}: a source of purchases needs an identifier column to know whose they are")
+
+
+def _check_mapping(where: str, mapping) -> None:
+    """A webhook source's mapping: `event` (required), `event_names` (renames), `timestamp`, `message_id`,
+    `identifiers` (user_id, anonymous_id, email, phone), `traits`, `properties`: each a body path."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise ConfigError(f"{where}: a webhook source maps its body to an event: {{event: <body path>, identifiers: {{...}}, ...}}")
+    unknown = set(mapping) - MAPPING_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(MAPPING_KEYS)}")
+
+    def path(key: str, value) -> None:
+        if not isinstance(value, str) or not _BODY_PATH.fullmatch(value):
+            raise ConfigError(f"{where}.{key}: {value!r} is not a body path such as type or data.customer.email")
+
+    if "event" not in mapping:
+        raise ConfigError(f"{where}.event: required (the body path holding the event name, e.g. type)")
+    for key in ("event", "timestamp", "message_id"):
+        if key in mapping:
+            path(key, mapping[key])
+    names = mapping.get("event_names") or {}
+    if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+        raise ConfigError(f"{where}.event_names: expected a mapping of body event name -> event name")
+    for key in ("identifiers", "traits", "properties"):
+        entries = mapping.get(key) or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{where}.{key}: expected a mapping of name -> body path")
+        for name, value in entries.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ConfigError(f"{where}.{key}: {name!r} is not a plain name")
+            path(f"{key}.{name}", value)
+    unknown_types = set(mapping.get("identifiers") or {}) - WEBHOOK_IDENTIFIERS
+    if unknown_types:
+        raise ConfigError(f"{where}.identifiers: {sorted(unknown_types)} not among {sorted(WEBHOOK_IDENTIFIERS)} "
+                          "(an event carries these; other identifiers come from table sources)")
+    if not mapping.get("identifiers"):
+        raise ConfigError(f"{where}.identifiers: required (which body paths say who the event is about)")

@@ -105,7 +105,11 @@ def _run_steps(steps, assets, resources, instance, summary: RunSummary, progress
         if not result.success:
             summary.success = False
             summary.failures += [f"{name}: {message}" for message in failed] or [f"{name}: run failed"]
-            break
+            blocked = any(not c.passed and getattr(c, "blocking", False) for c in result.get_asset_check_evaluations())
+            # A source or a segment that fails fails alone: the others' data still flows and is delivered.
+            # A failed stage in between, or a blocking check, stops what would build on it.
+            if blocked or not (name.startswith("source ") or name == "segments"):
+                break
 
 
 def _erase_pending(instance, resources, summary: RunSummary, progress: Callable[[str], None]) -> bool:

@@ -3,9 +3,11 @@
 Registered customers browse anonymously on one to three devices, sign up and later log in on each device;
 some visitors never sign up; two accounts share a family laptop; emails carry case and space noise and
 phones come in mixed formats. The CRM arrives as Debezium change files, orders through the (local) orders
-API, store purchases as daily CSV exports. A few customers have an older order history, so that every segment
+API (most of them also tracked on the site as Segment `order_completed` events with the same order id: one
+purchase each), store purchases as daily CSV exports. A few customers have an older order history, so that every segment
 template has members: lapsed ones last bought over 90 days ago (they still browse, but do not order), loyal
-ones place their tenth order within the month. A known number of bad records of several kinds is mixed in.
+ones place their tenth order within the month. A known number of bad records of several kinds is mixed in,
+and a few events that break the tracking plan (flagged and kept, as the plan's `on_violation: flag` says).
 `sample_manifest.json` records what a correct pipeline must find back (persons, quarantined records by
 reason, an example person's purchases). Same arguments, same bytes: only `random.Random(seed)` is used.
 
@@ -133,14 +135,10 @@ def _browse(shop: _Shop, person: Person, device: tuple[str, str | None], user_id
         elif roll < 0.75:
             messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_viewed",
                                      properties={"product_id": product, "category": shop.rng.choice(CATEGORIES)}))
-        elif roll < 0.93 or user_id is None or person.history == "lapsed":
+        else:  # orders are tracked from the orders themselves (_order_events)
             messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="product_added",
                                      properties={"product_id": product, "price": round(shop.rng.uniform(5, 120), 2),
                                                  "category": shop.rng.choice(CATEGORIES)}))
-        else:
-            messages.append(_message(shop, "track", at, anonymous_id, user_id, device_id, event="order_completed",
-                                     properties={"order_id": shop.ident("web-order"), "currency": "EUR",
-                                                 "revenue": round(shop.rng.uniform(20, 300), 2), "products": [product]}))
     return messages
 
 
@@ -191,7 +189,8 @@ def _web_messages(shop: _Shop, per_person: float, emit) -> dict:
     return {"anonymous_id": laptop[0], "user_ids": [m.user_id for m in registered[1:3]]}
 
 
-def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[tuple[datetime, str]], dict]:
+def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[tuple[datetime, str]], dict, dict]:
+    """Lines to quarantine (by reason) and events that break the tracking plan only (flagged, kept)."""
     bad: list[tuple[datetime, str]] = []
     person = registered[-1]
     device = person.devices[0]
@@ -215,9 +214,8 @@ def _bad_web_lines(shop: _Shop, registered: list[Person], k: int) -> tuple[list[
         add(_message(shop, "track", shop.moment(), device[0], person.user_id, None, event="order_completed",
                      properties={"order_id": shop.ident("web-order"), "revenue": "twelve", "currency": "EUR"}))
         add(_message(shop, "track", shop.moment(), device[0], person.user_id, None, event="product_added", properties={"price": 9.5}))
-    codes = {"malformed_json": k, "missing_identity": k, "bad_timestamp": k, "timestamp_out_of_range": k,
-             "unknown_type": k, "wrong_type": k, "missing_property": k}
-    return bad, codes
+    codes = {"malformed_json": k, "missing_identity": k, "bad_timestamp": k, "timestamp_out_of_range": k, "unknown_type": k}
+    return bad, codes, {"wrong_type": k, "missing_property": k}
 
 
 class _Landing:
@@ -326,10 +324,10 @@ def _order_times(shop: _Shop, person: Person, example: Person) -> list[datetime]
     return [shop.moment() for _ in range(count)]
 
 
-def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
+def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict, list[tuple[Person, dict]]]:
     folder = root / "api" / "orders"
     folder.mkdir(parents=True, exist_ok=True)
-    orders, per_person = [], defaultdict(lambda: [0, 0.0])
+    orders, per_person, placed = [], defaultdict(lambda: [0, 0.0]), []
     for person in shop.persons:
         if person.kind != "registered":
             continue
@@ -341,6 +339,7 @@ def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
                            "amount": amount, "currency": "EUR", "status": status,
                            "items": sorted(shop.rng.sample(PRODUCTS, shop.rng.randrange(1, 4))),
                            "created_at": _iso(at)})
+            placed.append((person, orders[-1]))
             if status == "completed":
                 per_person[person.index][0] += 1
                 per_person[person.index][1] += amount
@@ -351,7 +350,23 @@ def _orders(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
                    "status": "completed", "items": ["sku_0002"], "created_at": _iso(shop.moment())})
     orders.sort(key=lambda o: (o["created_at"], o["order_id"]))
     (folder / "orders.jsonl").write_text("".join(json.dumps(o, separators=(",", ":")) + "\n" for o in orders))
-    return len(orders) - 2, per_person
+    return len(orders) - 2, per_person, placed
+
+
+def _order_events(shop: _Shop, placed: list[tuple[Person, dict]]) -> list[dict]:
+    """Segment `order_completed` events for most orders placed within the landing window, with the API's
+    order id (the same order twice: the API's record wins, refunded or not, so totals stay the API's)."""
+    events = []
+    for person, order in placed:
+        at = datetime.strptime(order["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        if at < shop.start or shop.rng.random() < 0.2:  # older history, or ordered by phone: not tracked
+            continue
+        device = shop.rng.choice(person.devices)
+        products = [{"product_id": item, "quantity": 1} for item in order["items"]]
+        events.append(_message(shop, "track", at, device[0], person.user_id, device[1], event="order_completed",
+                               properties={"order_id": order["order_id"], "revenue": order["amount"],
+                                           "currency": order["currency"], "products": products}))
+    return events
 
 
 def _pos(shop: _Shop, root: Path, example: Person) -> tuple[int, dict]:
@@ -424,22 +439,29 @@ def generate_sample_data(data_dir: Path, events: int = 100_000, seed: int = 7, e
     landing = _Landing(data_dir, duplicate_every=max(1, events // max(3, events // 1000)))
     laptop = _web_messages(shop, per_person=events / len(web_persons) * 1.25, emit=landing.add_message)
     bad_k = max(2, events // 20_000)
-    bad, web_codes = _bad_web_lines(shop, registered, bad_k)
+    bad, web_codes, flagged = _bad_web_lines(shop, registered, bad_k)
     for at, text in bad:
         landing.add(_iso(at), text)
+    orders, order_totals, placed = _orders(shop, data_dir, example)
+    order_events = _order_events(shop, placed)
+    for message in order_events:
+        landing.add_message(message)
     hours = landing.close()
     good, duplicates = landing.good, landing.duplicates
-    log(f"  web: {good:,} messages (+{duplicates} duplicate deliveries, {len(bad)} bad lines) in {hours} hourly folders, 1 corrupt file")
+    log(f"  web: {good:,} messages ({len(order_events)} order_completed; +{duplicates} duplicate deliveries, "
+        f"{len(bad)} bad lines) in {hours} hourly folders, 1 corrupt file")
+    log(f"  orders: {orders:,} orders for the API (+2 bad)")
     crm_current, crm_files, deleted = _crm_files(shop, data_dir)
     log(f"  crm_customers: {crm_current:,} customers after changes in {crm_files} Debezium files (1 delete, 1 malformed line)")
-    orders, order_totals = _orders(shop, data_dir, example)
-    log(f"  orders: {orders:,} orders for the API (+2 bad)")
     purchases, pos_totals = _pos(shop, data_dir, example)
     log(f"  pos: {purchases:,} store purchases in daily CSV files (+2 bad rows)")
 
     manifest = {
         "seed": seed, "events_requested": events, "end": _iso(end),
-        "web_messages": good, "web_duplicate_lines": duplicates,
+        # Kept events: the good messages and those that break only the tracking plan (flagged).
+        "web_messages": good + sum(flagged.values()), "web_duplicate_lines": duplicates,
+        "web_order_events": len(order_events),
+        "tracking_plan_violations": {"web": flagged},
         "quarantine": {"web": web_codes, "crm_customers": {"malformed_json": 1},
                        "orders": {"wrong_type": 1, "invalid_email": 1}, "pos": {"wrong_type": 1, "bad_timestamp": 1}},
         "rejected_files": 1,

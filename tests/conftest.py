@@ -76,7 +76,7 @@ def pg_schema():
         con.close()
 
 
-def build_models(data_dir: Path, select: str, sources: dict | None = None, now=None) -> None:
+def build_models(data_dir: Path, select: str, sources: dict | None = None, now=None, command: str = "run") -> None:
     """Run dbt models (`select`: dbt selection arguments) on the warehouse of `data_dir`, with the shipped
     configuration's vars, or with `sources` (name -> SourceConfig) in place of config/sources.yaml; `now`
     fixes the build time."""
@@ -88,10 +88,14 @@ def build_models(data_dir: Path, select: str, sources: dict | None = None, now=N
     try:
         vars_ = dbt_vars()
         if sources is not None:
+            from cdp_assets.profiles.traits import load_trait_rules, profile_traits
+            from cdp_resources.settings import config_dir
+
             vars_["sources"] = source_vars(sources)
+            vars_["profile_traits"] = profile_traits(load_trait_rules(config_dir() / "traits.yaml"), sources)
         if now is not None:
             vars_["now"] = now.isoformat(sep=" ")
-        run_dbt(["run", "--select", *select.split()], vars_)
+        run_dbt([command, "--select", *select.split()], vars_)
     finally:
         patch.undo()
 

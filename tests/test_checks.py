@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 from dagster import materialize
 
 from cdp_assets.config import SourceConfig
@@ -78,17 +79,21 @@ def test_volume_check_flags_a_closed_hour_far_from_the_trailing_median():
     assert volume_anomalies({"2026-01-01-10:00": 3, "2026-01-01-11:00": 0}, "hourly", now)["passed"]  # too small to judge
 
 
-def test_profile_check_fails_for_a_person_without_profile(tmp_path, monkeypatch):
-    from cdp_assets.profiles.checks import one_profile_per_person
+def test_profile_dbt_tests_fail_for_a_person_without_profile_and_a_profile_without_person(tmp_path, monkeypatch):
+    """The profiles <-> id map relationship is a dbt test each way (shown in Dagster as checks on cdp.profiles)."""
+    from tests.conftest import build_models
 
     monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         con.execute("CREATE SCHEMA cdp")
         con.execute("CREATE TABLE cdp.id_map AS SELECT * FROM (VALUES ('email', 'a@x.io', 'p1'), ('email', 'b@x.io', 'p2')) t(identifier_type, identifier_value, person_id)")
-        con.execute("CREATE TABLE cdp.profiles AS SELECT * FROM (VALUES ('p1'), ('p3')) t(person_id)")
-    result = one_profile_per_person(warehouse=WarehouseResource())
-    assert not result.passed
-    assert result.metadata["persons_without_profile"].value == 1 and result.metadata["profiles_without_person"].value == 1
+        con.execute("CREATE TABLE cdp.profiles AS SELECT * FROM (VALUES ('p1'), ('p2')) t(person_id)")
+    build_models(tmp_path, "every_person_has_a_profile relationships_profiles_person_id__person_id__source_cdp_id_map_", command="test")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("UPDATE cdp.profiles SET person_id = 'p3' WHERE person_id = 'p2'")
+    for test in ("every_person_has_a_profile", "relationships_profiles_person_id__person_id__source_cdp_id_map_"):
+        with pytest.raises(RuntimeError, match=test):
+            build_models(tmp_path, test, command="test")
 
 
 def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_path, monkeypatch):
@@ -97,7 +102,9 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
         con.execute("CREATE SCHEMA raw")
         con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
         rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m1"})), ("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m2", "anonymousId": None})),
-                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"}))]
+                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"})),
+                # breaks only the tracking plan (product_added requires product_id): flagged and kept
+                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m4", "event": "product_added", "properties": {}}))]
         con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
     web = SourceConfig(name="web", kind="events", partitions="hourly")
     result = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
@@ -107,5 +114,8 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
     suite_result = events.materialization.metadata["great_expectations"].data["web"]
     identity = [e for e in suite_result["expectations"] if e["expectation"] == "expect_column_values_to_not_be_null(identity)"]
     assert not suite_result["success"] and identity[0]["unexpected_count"] == 1
+    rates = events.materialization.metadata["violation_rates"].data  # per source: flagged of its records
+    assert rates == {"web": {"flagged": 1, "records": 4, "rate": 0.25, "by_code": {"missing_property": 1}}}
+    assert events.materialization.metadata["tracking_plan_violations"].value == 1
     again = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
     assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # nothing changed

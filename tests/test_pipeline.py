@@ -79,6 +79,28 @@ def test_bad_records_are_quarantined_with_their_reasons(demo, warehouse):
     assert all(r[0] and all(":" in reason for reason in r[0]) for r in reasons)
 
 
+def test_tracking_plan_violations_are_flagged_and_kept(demo, warehouse):
+    """The shipped plan flags (on_violation: flag): the events are in cdp.events, their violations queryable."""
+    rows = warehouse.execute(
+        "SELECT source, split_part(v, ':', 1) AS code, count(*) "
+        "FROM (SELECT source, unnest(violations) AS v FROM cdp.tracking_plan_violations) GROUP BY ALL"
+    ).fetchall()
+    found = {}
+    for source, code, count in rows:
+        found.setdefault(source, {})[code] = count
+    assert found == demo.manifest["tracking_plan_violations"]
+    kept = warehouse.execute("SELECT count(*) FROM cdp.tracking_plan_violations v JOIN cdp.events e USING (event_id)").fetchone()[0]
+    assert kept == sum(found["web"].values())
+
+
+def test_tracked_orders_count_once_beside_the_api(demo, warehouse):
+    """order_completed events carry the API's order ids: each is one purchase, the API's (refunded ones none)."""
+    tracked = warehouse.execute("SELECT count(*) FROM cdp.events WHERE event_name = 'order_completed'").fetchone()[0]
+    assert tracked == demo.manifest["web_order_events"] + demo.manifest["tracking_plan_violations"]["web"]["wrong_type"]
+    by_channel = dict(warehouse.execute("SELECT channel, count(*) FROM core.person_purchases GROUP BY 1").fetchall())
+    assert "web" not in by_channel and by_channel["orders"] > 0
+
+
 def test_unreadable_file_is_rejected_with_a_reason(demo, warehouse):
     rejected = list((demo.data_dir / "landing" / "_rejected").rglob("*.gz"))
     assert len(rejected) == demo.manifest["rejected_files"]

@@ -34,8 +34,10 @@ def judge_events(parse_views):
     def judge(records: list[dict | str]) -> list[list[str]]:
         frame = parsed(parse_views, "web", [r if isinstance(r, str) else json.dumps(r) for r in records])
         suite = load_suite("events")
-        judged = apply_rules(frame, event_rules(suite, frame))
-        return [[reason.split(":")[0] for reason in reasons] for reasons in judged.sort("line_no")["reasons"].to_list()]
+        judged = apply_rules(frame, event_rules(suite, frame)).sort("line_no")
+        # Every finding, blocking ones first, then flagged ones (the shipped plan flags its violations).
+        return [[reason.split(":")[0] for reason in reasons + flagged]
+                for reasons, flagged in zip(judged["reasons"].to_list(), judged["violations"].to_list())]
 
     return judge
 
@@ -85,7 +87,57 @@ def test_a_strict_plan_quarantines_unknown_track_events(parse_views):
     page = {**GOOD, "type": "page", "event": None, "name": "home"}
     frame = parsed(parse_views, "web", [json.dumps(GOOD), json.dumps({**GOOD, "event": "dance"}), json.dumps(page)])
     judged = apply_rules(frame, event_rules(suite, frame)).sort("line_no")
-    assert [[r.split(":")[0] for r in reasons] for reasons in judged["reasons"]] == [[], ["unknown_event"], []]
+    assert [[r.split(":")[0] for r in reasons] for reasons in judged["violations"]] == [[], ["unknown_event"], []]
+    assert judged["reasons"].to_list() == [[], [], []]  # flagged, not blocked: the plan-wide default
+
+
+PLAN_VIOLATIONS = [
+    {**GOOD, "messageId": "m1", "properties": {}},                                          # product_added without product_id
+    {**GOOD, "messageId": "m2", "event": "order_completed", "properties": {"order_id": "o", "revenue": "x"}},
+    {**GOOD, "messageId": "m3", "event": "dance"},                                          # not in the plan
+    {**GOOD, "messageId": "m4", "anonymousId": None, "properties": {}},                     # no identity: structural
+    {**GOOD, "messageId": "m5", "timestamp": "soon", "event": "order_completed", "properties": {}},  # bad time: structural
+]
+
+
+@pytest.mark.parametrize(
+    ("plan_text", "blocked", "flagged"),
+    [
+        ("strict: true\nevents: {product_added: {product_id: {type: string, required: true}},"
+         " order_completed: {order_id: {type: string, required: true}, revenue: {type: number}}}",
+         [[], [], [], ["missing_identity"], ["bad_timestamp"]],
+         [["missing_property"], ["wrong_type"], ["unknown_event"], ["missing_property"], ["missing_property"]]),
+        ("strict: true\non_violation: quarantine\nevents: {product_added: {product_id: {type: string, required: true}},"
+         " order_completed: {order_id: {type: string, required: true}, revenue: {type: number}}}",
+         [["missing_property"], ["wrong_type"], ["unknown_event"], ["missing_identity", "missing_property"],
+          ["bad_timestamp", "missing_property"]],
+         [[], [], [], [], []]),
+        ("strict: true\nevents: {product_added: {product_id: {type: string, required: true}},"
+         " order_completed: {on_violation: quarantine, order_id: {type: string, required: true}, revenue: {type: number}}}",
+         [[], ["wrong_type"], [], ["missing_identity"], ["bad_timestamp", "missing_property"]],
+         [["missing_property"], [], ["unknown_event"], ["missing_property"], []]),
+    ],
+    ids=["flag-by-default", "quarantine-plan-wide", "quarantine-one-event"],
+)
+def test_on_violation_flags_or_blocks_but_structural_failures_always_block(parse_views, tmp_path, plan_text, blocked, flagged):
+    from cdp_assets.events.tracking_plan import load_tracking_plan, sync_events_suite
+
+    (tmp_path / "plan.yaml").write_text(plan_text)
+    suite = sync_events_suite(load_tracking_plan(tmp_path / "plan.yaml"), load_suite("events"))
+    lines = [json.dumps({k: v for k, v in m.items() if v is not None}) for m in PLAN_VIOLATIONS]
+    frame = parsed(parse_views, "web", lines)
+    judged = apply_rules(frame, event_rules(suite, frame)).sort("line_no")
+    codes = lambda column: [[r.split(":")[0] for r in found] for found in judged[column]]  # noqa: E731
+    assert (codes("reasons"), codes("violations")) == (blocked, flagged)
+
+
+def test_a_bad_on_violation_is_an_error_naming_the_file(tmp_path):
+    from cdp_assets.config import ConfigError
+    from cdp_assets.events.tracking_plan import load_tracking_plan
+
+    (tmp_path / "plan.yaml").write_text("events: {signed_up: {on_violation: block}}")
+    with pytest.raises(ConfigError, match="plan.yaml: events.signed_up.on_violation: on_violation 'block'"):
+        load_tracking_plan(tmp_path / "plan.yaml")
 
 
 def test_malformed_line_has_only_its_parse_error(judge_events):

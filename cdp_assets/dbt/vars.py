@@ -27,6 +27,7 @@ def source_vars(sources: dict[str, SourceConfig]) -> dict:
             **({"traits": list(s.traits)} if s.traits else {}),
             **({"relationships": dict(s.relationships)} if s.relationships else {}),
             **({"purchases": dict(s.purchases)} if s.purchases else {}),
+            **({"mapping": dict(s.mapping)} if s.mapping else {}),
         }
         for name, s in sources.items()
     }

@@ -27,16 +27,16 @@ GE_SAMPLE_ROWS = 100_000
 
 
 def validated_key(source: SourceConfig) -> AssetKey:
-    return AssetKey(["cdp", "events"]) if source.kind == "events" else AssetKey(["validated", source.name])
+    return AssetKey(["cdp", "events"]) if source.produces_events else AssetKey(["validated", source.name])
 
 
 def parsed_key(source: SourceConfig) -> AssetKey:
     """The dbt view that parses the source's raw records into typed columns."""
-    return AssetKey(["staging", "parsed_events" if source.kind == "events" else "parsed_records"])
+    return AssetKey(["staging", "parsed_events" if source.produces_events else "parsed_records"])
 
 
 def build_validation_asset(sources: dict[str, SourceConfig]):
-    table_sources = [s for s in sources.values() if s.kind != "events"]
+    table_sources = [s for s in sources.values() if not s.produces_events]
     common = {"kinds": {"duckdb", "polars"}, "owners": ["team:data-platform"]}
     outs = {"events": AssetOut(key=["cdp", "events"], description="Every validated event, one row per messageId.", **common)}
     outs["quarantine"] = AssetOut(
@@ -77,7 +77,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             ).fetchall()
         # Outside the warehouse connection: GE's suite result is CPU work and must not hold the writer.
         suite_results = {
-            name: great_expectations_result(r.sample.head(GE_SAMPLE_ROWS), load_suite("events" if sources[name].kind == "events" else name), parameters)
+            name: great_expectations_result(r.sample.head(GE_SAMPLE_ROWS), load_suite("events" if sources[name].produces_events else name), parameters)
             for name, r in results.items() if r.sample is not None
         }
         judged = {(name, key) for name, r in results.items() for key in r.partitions}
@@ -90,10 +90,12 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
                 }))
         this_run = {
             name: {"partitions_judged": len(r.partitions), "records": r.records, "accepted": r.accepted,
-                   "quarantined": r.quarantined, "rate": round(r.quarantined / r.records, 4) if r.records else 0.0}
+                   "quarantined": r.quarantined, "rate": round(r.quarantined / r.records, 4) if r.records else 0.0,
+                   **({"flagged": r.flagged, "violation_rate": round(r.flagged / r.records, 4) if r.records else 0.0}
+                      if sources[name].produces_events else {})}
             for name, r in results.items()
         }
-        events = [s.name for s in sources.values() if s.kind == "events"]
+        events = [s.name for s in sources.values() if s.produces_events]
         judged_events = [results[n] for n in events]
         samples = [r.quarantine_sample for r in results.values() if r.quarantine_sample is not None and len(r.quarantine_sample)]
         yield Output(None, output_name="events", metadata={
@@ -102,6 +104,11 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             "judged_this_run": sum(r.records for r in judged_events),
             "accepted_this_run": sum(r.accepted for r in judged_events),
             "batch": batch,
+            # Tracking-plan violations flagged on kept events (cdp.tracking_plan_violations), per source.
+            "tracking_plan_violations": totals["cdp.tracking_plan_violations"],
+            "violation_rates": MetadataValue.json(totals["violation_rates"]),
+            "violations_this_run": MetadataValue.json(
+                {n: {k: this_run[n][k] for k in ("records", "flagged", "violation_rate")} for n in events}),
             "great_expectations": MetadataValue.json({n: suite_results[n] for n in events if n in suite_results}),
         })
         yield Output(None, output_name="quarantine", metadata={
@@ -124,10 +131,25 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
 
 
 def _totals(con, sources: dict[str, SourceConfig]) -> dict:
-    tables = ["cdp.events", "core.event_duplicates", "cdp.quarantine"] + [
-        f"validated.{s.name}" for s in sources.values() if s.kind != "events"
+    tables = ["cdp.events", "core.event_duplicates", "cdp.quarantine", "cdp.tracking_plan_violations"] + [
+        f"validated.{s.name}" for s in sources.values() if not s.produces_events
     ]
     counts = {t: con.execute(f'SELECT count(*) FROM {t.split(".")[0]}."{t.split(".")[1]}"').fetchone()[0] for t in tables}
+    # Per events source: the share of its raw records kept with a violation, and the violations by code.
+    records = dict(con.execute("SELECT source, sum(records) FROM validated.reconciliation GROUP BY 1").fetchall())
+    flagged = dict(con.execute("SELECT source, count(*) FROM cdp.tracking_plan_violations GROUP BY 1").fetchall())
+    codes: dict[str, dict[str, int]] = {}
+    for source, code, count in con.execute(
+        "SELECT source, split_part(v, ':', 1), count(*) FROM (SELECT source, unnest(violations) AS v "
+        "FROM cdp.tracking_plan_violations) GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        codes.setdefault(source, {})[code] = count
+    counts["violation_rates"] = {
+        s.name: {"flagged": flagged.get(s.name, 0), "records": int(records.get(s.name) or 0),
+                 "rate": round(flagged.get(s.name, 0) / records[s.name], 4) if records.get(s.name) else 0.0,
+                 "by_code": codes.get(s.name, {})}
+        for s in sources.values() if s.produces_events
+    }
     counts["reasons"] = dict(con.execute(
         "SELECT split_part(reasons[1], ':', 1) AS code, count(*) FROM cdp.quarantine GROUP BY 1 ORDER BY 1"
     ).fetchall())

@@ -37,10 +37,10 @@ def records_reconcile(warehouse: WarehouseResource) -> AssetCheckResult:
             if not table_exists(con, f"raw.{source.name}"):
                 continue
             written = (
-                ["cdp.events", "core.event_duplicates"] if source.kind == "events" else [f"validated.{source.name}_changes"]
+                ["cdp.events", "core.event_duplicates"] if source.produces_events else [f"validated.{source.name}_changes"]
             )
             parts = [f'SELECT partition_key, count(*) AS n, 0 AS a, 0 AS q FROM raw."{source.name}" GROUP BY 1']
-            where = "raw_source = $source" if source.kind == "events" else "true"
+            where = "raw_source = $source" if source.produces_events else "true"
             parts += [f"SELECT partition_key, 0, count(*), 0 FROM {t} WHERE {where} GROUP BY 1" for t in written if table_exists(con, t)]
             parts.append("SELECT partition_key, 0, 0, count(*) FROM cdp.quarantine WHERE source = $source GROUP BY 1")
             for key, raw, accepted, quarantined in con.execute(

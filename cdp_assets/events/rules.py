@@ -1,7 +1,9 @@
 """Row-level rules read from the Great Expectations suites in `expectations/` (the single source of truth).
 
 Each expectation becomes a polars expression that is true where a row fails; the row's reasons are the
-failing expectations' `meta.reason` codes with a short detail. Only the row-level expectation types we can
+failing expectations' `meta.reason` codes with a short detail. An expectation whose `meta.on_violation` is
+`flag` (the tracking plan's rules, by default) does not block: its failures are the row's `violations`, and
+the row is kept. Only the row-level expectation types we can
 evaluate exactly are accepted; any other type is a configuration error naming the suite, so a rule is
 never silently ignored.
 """
@@ -30,6 +32,14 @@ class Rule:
     column: str
     failing: pl.Expr
     detail: pl.Expr
+    blocking: bool = True  # False: a flagged violation, the row is kept
+
+
+def _blocking(value, default: str, at: str) -> bool:
+    value = default if value is None else value
+    if value not in ("flag", "quarantine"):
+        raise SuiteError(f"{at}: on_violation {value!r} is not one of ['flag', 'quarantine']")
+    return value == "quarantine"
 
 
 def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
@@ -57,26 +67,29 @@ def suite_rules(suite: dict, parameters: dict, columns: list[str], where: str) -
             if not match or match[1] not in columns:
                 raise SuiteError(f'{at}: row_condition must be column=="value", got {condition!r}')
             failing = failing & (pl.col(match[1]) == match[2]).fill_null(False)
-        rules.append(Rule(reason, column, failing.fill_null(False), detail))
+        blocking = _blocking(expectation.get("meta", {}).get("on_violation"), "quarantine", at)
+        rules.append(Rule(reason, column, failing.fill_null(False), detail, blocking))
     return rules
 
 
 def typed_property_rules(suite: dict, where: str) -> list[Rule]:
     """The tracking plan's part of the events suite (`meta.typed_properties`): per event, a property present
-    but not of its type is `wrong_type`, a required one missing is `missing_property`."""
+    but not of its type is `wrong_type`, a required one missing is `missing_property`; flagged unless the
+    entry says `on_violation: quarantine`."""
     rules = []
     for index, spec in enumerate(suite.get("meta", {}).get("typed_properties", [])):
         event, name, kind = spec.get("event"), spec.get("property"), spec.get("type")
         if kind not in _PROPERTY_TYPES or not isinstance(event, str) or not isinstance(name, str):
             raise SuiteError(f"{where}: meta.typed_properties[{index}]: expected event, property and a type in {sorted(_PROPERTY_TYPES)}")
+        blocking = _blocking(spec.get("on_violation"), "flag", f"{where}: meta.typed_properties[{index}]")
         text = pl.col("properties").str.json_path_match("$['" + name.replace("\\", "\\\\").replace("'", "\\'") + "']")
         present = text.str.strip_chars().fill_null("") != ""
         of_event = (pl.col("event_name") == event).fill_null(False)
         wrong = of_event & present & _PROPERTY_TYPES[kind](text.str.strip_chars()).not_()
-        rules.append(Rule("wrong_type", "properties", wrong, pl.format(f"{name} {{}} is not a {kind}", text)))
+        rules.append(Rule("wrong_type", "properties", wrong, pl.format(f"{name} {{}} is not a {kind}", text), blocking))
         if spec.get("required"):
             rules.append(Rule("missing_property", "properties", of_event & text.is_null(),
-                              pl.lit(f"{event} requires properties.{name}")))
+                              pl.lit(f"{event} requires properties.{name}"), blocking))
     return rules
 
 
@@ -135,18 +148,22 @@ def _bound(value):
 
 
 def apply_rules(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
-    """Adds `reasons` (list of "code: detail"): the frame's `parse_errors` first, then failing rules.
+    """Adds `reasons` (list of "code: detail": the frame's `parse_errors` first, then failing blocking rules)
+    and `violations` (failing flag rules, same form): a row with reasons is quarantined, one with only
+    violations is kept and flagged.
 
     A record that could not be parsed at all (`parsed` false) carries only its parse error, and a rule
     on a column whose value was present but unreadable is not reported twice.
     """
-    checks = [
-        pl.when(pl.col("parsed") & rule.failing & ~pl.col("unreadable_columns").list.contains(rule.column))
-        .then(pl.format(f"{rule.reason}: {{}}", rule.detail))
-        for rule in rules
-    ]
-    combined = pl.concat_list([pl.col("parse_errors"), *checks]) if checks else pl.col("parse_errors")
-    return frame.with_columns(reasons=combined.list.drop_nulls())
+    def check(rule: Rule) -> pl.Expr:
+        return (pl.when(pl.col("parsed") & rule.failing & ~pl.col("unreadable_columns").list.contains(rule.column))
+                .then(pl.format(f"{rule.reason}: {{}}", rule.detail)))
+
+    blocking = [check(rule) for rule in rules if rule.blocking]
+    flagged = [check(rule) for rule in rules if not rule.blocking]
+    reasons = pl.concat_list([pl.col("parse_errors"), *blocking]) if blocking else pl.col("parse_errors")
+    violations = pl.concat_list(flagged).list.drop_nulls() if flagged else pl.lit([], dtype=pl.List(pl.String))
+    return frame.with_columns(reasons=reasons.list.drop_nulls(), violations=violations)
 
 
 def great_expectations_result(frame: pl.DataFrame, suite: dict, parameters: dict) -> dict:

@@ -28,7 +28,7 @@ from cdp_assets.events.rules import apply_rules, load_suite, suite_rules, typed_
 from cdp_resources.warehouse import table_exists
 
 SQL = Path(__file__).resolve().parent / "sql"
-PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql")]
+PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql", "debezium.sql")]
 CHUNK_ROWS = 200_000  # raw records judged at once: bounds memory whatever the backlog
 EVENT_COLUMNS = [
     "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
@@ -38,6 +38,13 @@ POSITION = ["raw_source", "partition_key", "file", "line_no"]
 QUARANTINE_SCHEMA = {
     "source": pl.String, "record": pl.String, "reasons": pl.List(pl.String),
     "received_at": pl.Datetime("us"), "file": pl.String, "line_no": pl.Int64, "partition_key": pl.String,
+}
+# Flagged tracking-plan violations of kept events (on_violation: flag), one row per raw record flagged.
+VIOLATIONS_TABLE = "cdp.tracking_plan_violations"
+VIOLATIONS_SCHEMA = {
+    "source": pl.String, "event_id": pl.String, "event_type": pl.String, "event_name": pl.String,
+    "violations": pl.List(pl.String), "occurred_at": pl.Datetime("us"), "received_at": pl.Datetime("us"),
+    "partition_key": pl.String, "file": pl.String, "line_no": pl.Int64,
 }
 
 
@@ -63,7 +70,7 @@ COLUMN_TYPES = {
 
 
 def parsed_view(source: SourceConfig) -> str:
-    return "staging.parsed_events" if source.kind == "events" else "staging.parsed_records"
+    return "staging.parsed_events" if source.produces_events else "staging.parsed_records"
 
 
 def unpack_typed(frame: pl.DataFrame, source: SourceConfig) -> pl.DataFrame:
@@ -86,6 +93,7 @@ class SourceResult:
     records: int = 0
     accepted: int = 0
     quarantined: int = 0
+    flagged: int = 0  # kept with tracking-plan violations
     tombstones: int = 0
     sample: pl.DataFrame | None = None  # the first chunk's parsed records, for Great Expectations' suite result
     quarantine_sample: pl.DataFrame | None = None
@@ -96,7 +104,7 @@ def fingerprint(source: SourceConfig, suite: dict, pii: PiiRules) -> str:
     document = {
         "source": repr(source),
         "suite": suite,
-        "pii": [pii.events if source.kind == "events" else pii.sources.get(source.name, {}), pii.salt_env],
+        "pii": [pii.events if source.produces_events else pii.sources.get(source.name, {}), pii.salt_env],
         "parse": [p.read_text() for p in PARSE_MACROS],
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -141,14 +149,23 @@ def without_tombstones(changes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
     return changes.filter(~tombstone), changes.filter(tombstone).with_columns(op=pl.lit("t"))
 
 
-def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(accepted rows, quarantine rows) of a parsed frame judged by `rules`."""
+def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(accepted rows, quarantine rows, flagged violations of accepted rows) of a parsed frame judged by
+    `rules`. A quarantined record's reasons list its flagged violations too, after the blocking ones."""
     judged = apply_rules(frame, rules)
     rejected = judged.filter(pl.col("reasons").list.len() > 0)
     quarantine = rejected.select(
-        pl.lit(source).alias("source"), "record", "reasons", "received_at", "file", "line_no", "partition_key"
+        pl.lit(source).alias("source"), "record", pl.concat_list("reasons", "violations").alias("reasons"),
+        "received_at", "file", "line_no", "partition_key",
     ).cast(QUARANTINE_SCHEMA)
-    return judged.filter(pl.col("reasons").list.len() == 0), quarantine
+    accepted = judged.filter(pl.col("reasons").list.len() == 0)
+    flagged = accepted.filter(pl.col("violations").list.len() > 0)
+    violations = flagged.select(
+        pl.lit(source).alias("source"),
+        *[pl.col(c) if c in flagged.columns else pl.lit(None).alias(c) for c in ("event_id", "event_type", "event_name", "occurred_at")],
+        "violations", "received_at", "partition_key", "file", "line_no",
+    ).cast(VIOLATIONS_SCHEMA)
+    return accepted, quarantine, violations
 
 
 def validate_source(
@@ -156,7 +173,7 @@ def validate_source(
     log=lambda message: None,
 ) -> SourceResult:
     """Judge the changed partitions of one source and merge the verdicts; returns what was judged."""
-    suite = load_suite("events" if source.kind == "events" else source.name)
+    suite = load_suite("events" if source.produces_events else source.name)
     print_ = fingerprint(source, suite, pii)
     _ensure_tables(con, source)
     todo = changed_partitions(con, source, print_)
@@ -167,21 +184,22 @@ def validate_source(
             f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
             {"source": source.name, "keys": keys},
         ).pl()
-        if source.kind != "events":
+        if not source.produces_events:
             frame = unpack_typed(frame, source)
         tombstones = frame.clear()
         if source.kind == "cdc":
             frame, tombstones = without_tombstones(frame)
         rules = suite_rules(suite, parameters, frame.columns, where)
-        if source.kind == "events":
+        if source.produces_events:
             rules += typed_property_rules(suite, where)
-        accepted, quarantine = split_accepted(frame, rules, source.name)
+        accepted, quarantine, violations = split_accepted(frame, rules, source.name)
         if result.sample is None and len(frame):
             result.sample = frame
             result.quarantine_sample = quarantine.head(10)
         con.execute("BEGIN")
         _replace(con, "cdp.quarantine", quarantine, "source", source.name, keys)
-        if source.kind == "events":
+        _replace(con, VIOLATIONS_TABLE, violations, "source", source.name, keys)
+        if source.produces_events:
             _merge_events(con, protect_events(accepted, pii), source, keys, batch)
         else:
             _merge_table(con, protect_columns(accepted, source.name, pii), tombstones, source, keys, batch)
@@ -191,6 +209,7 @@ def validate_source(
         result.records += len(frame) + len(tombstones)
         result.accepted += len(accepted) + len(tombstones)
         result.quarantined += len(quarantine)
+        result.flagged += len(violations)
         result.tombstones += len(tombstones)
         log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
             f"{result.quarantined} quarantined")
@@ -210,7 +229,7 @@ def ensure_event_tables(con: duckdb.DuckDBPyConnection) -> None:
 def _ensure_tables(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> None:
     """The validated tables of `source` (typed as configured)."""
     ensure_event_tables(con)
-    if source.kind == "events":
+    if source.produces_events:
         return
     declared = ", ".join(f'"{c}" {COLUMN_TYPES[kind][0]}' for c, kind in source.columns.items())
     cdc = ", op VARCHAR, source_lsn BIGINT, source_ts_ms BIGINT" if source.kind == "cdc" else ""
@@ -349,7 +368,7 @@ def prune_change_logs(con: duckdb.DuckDBPyConnection, sources) -> None:
     if not all(table_exists(con, t) for t in needed):
         return  # before the first whole refresh nothing has been read yet
     run_sql(con, "prune")
-    logs = ["core.events_removed"] + [f'validated."{s.name}_removed"' for s in sources if s.kind != "events"]
+    logs = ["core.events_removed"] + [f'validated."{s.name}_removed"' for s in sources if not s.produces_events]
     for log in logs:
         if table_exists(con, log.replace('"', "")):
             run_sql(con, "prune_removed", {"readers": REMOVED_LOG_READERS}, log=log)

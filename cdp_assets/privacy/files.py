@@ -56,7 +56,7 @@ def strip_file(path: Path, suppressions: Suppressions | KnownValues) -> int:
     zipped = path.suffix == ".gz"
     try:
         text = (gzip.decompress(raw) if zipped else raw).decode("utf-8-sig")
-    except (OSError, EOFError, UnicodeDecodeError):
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError):
         return 0  # unreadable: it is rejected by the extract and its bytes are not records
     if path.suffix == ".csv":
         rows = list(csv.reader(io.StringIO(text, newline="")))

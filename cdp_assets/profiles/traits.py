@@ -38,5 +38,6 @@ def load_trait_rules(path: Path) -> TraitRules:
 
 def profile_traits(rules: TraitRules, sources: dict[str, SourceConfig]) -> list[str]:
     """The trait columns of a profile: those configured, then any other a source declares."""
-    declared = [t for s in sources.values() for t in s.traits if t not in rules.priorities]
+    reported = [t for s in sources.values() for t in [*s.traits, *(s.mapping.get("traits") or {})]]  # webhooks map theirs
+    declared = [t for t in reported if t not in rules.priorities]
     return list(rules.priorities) + list(dict.fromkeys(declared))

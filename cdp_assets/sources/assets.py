@@ -71,7 +71,7 @@ def build_source_asset(source: SourceConfig) -> AssetsDefinition:
     """The extract asset for one source, by kind."""
     partitions_def = PARTITIONS[source.partitions]
     extract = {
-        "events": _extract_partitions, "csv": _extract_partitions, "cdc": _extract_cdc, "api": _extract_api,
+        "events": _extract_partitions, "webhook": _extract_partitions, "csv": _extract_partitions, "cdc": _extract_cdc, "api": _extract_api,
         "postgres": _extract_postgres,
     }[source.kind]
 
@@ -122,7 +122,7 @@ def _suppressions(warehouse, landing_zone) -> Suppressions:
 
 def input_folder(source: SourceConfig) -> InputFolder | None:
     """Where a file source's extract reads; None for sources that are pulled (api, postgres)."""
-    area = {"events": "landing", "csv": "imports", "cdc": "cdc"}.get(source.kind)
+    area = {"events": "landing", "webhook": "landing", "csv": "imports", "cdc": "cdc"}.get(source.kind)
     if area is None:
         return None
     name = source.path.split("/")[-1] if source.kind == "cdc" and source.path else source.name

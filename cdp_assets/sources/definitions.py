@@ -21,7 +21,7 @@ def definitions() -> Definitions:
             checks.append(volume_check(source))
         if input_folder(source):
             checks.append(stray_files_check(source, folders))
-        if source.kind == "events":
+        if source.produces_events:
             sensors.append(landing_sensor(source, job))
         elif source.kind == "cdc":
             sensors.append(cdc_sensor(source, job))

@@ -41,7 +41,8 @@
     {%- set a = spec.aggregate -%}
     {%- if a == 'count' and spec.get('property') is none -%} count(*) filter (where {{ f }})
     {%- elif a == 'count' -%} count({{ v }}) filter (where {{ f }})
-    {%- elif a == 'sum' -%} coalesce(sum({{ v }}) filter (where {{ f }}), 0)::double
+    {#- Summed as decimals: a double sum depends on the order rows arrive in, and an incremental run must equal a full one. -#}
+    {%- elif a == 'sum' -%} coalesce(sum(({{ v }})::decimal(38, 6)) filter (where {{ f }}), 0)::double
     {%- elif a in ('min', 'max') -%} {{ a }}({{ v }}) filter (where {{ f }})
     {%- elif a in ('first', 'last') -%}
         arg_{{ 'min' if a == 'first' else 'max' }}({{ v }}, ({{ over.time }}, {{ over.id }})) filter (where {{ f }} and {{ v }} is not null)

@@ -71,7 +71,7 @@
 {# The table sources (config/sources.yaml) with `key` set (identifiers, traits, relationships). #}
 {% macro table_sources_with(key) -%}
     {%- set found = {} -%}
-    {%- for name, source in var('sources').items() if source.kind != 'events' and source.get(key) -%}
+    {%- for name, source in var('sources').items() if source.kind not in ('events', 'webhook') and source.get(key) -%}
         {%- do found.update({name: source}) -%}
     {%- endfor -%}
     {{ return(found) }}
@@ -82,7 +82,7 @@
     {%- if is_incremental() -%}
     delete from {{ this }} where record_id in (
         select 'events:' || event_id from ({{ events_since(watermark(), removed=true) }})
-        {%- for name, source in var('sources').items() if source.kind != 'events' %}
+        {%- for name, source in var('sources').items() if source.kind not in ('events', 'webhook') %}
         union all
         select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::varchar
         from ({{ validated_since(name, watermark(), removed=true) }})

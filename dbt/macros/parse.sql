@@ -6,8 +6,9 @@
 
 {# (value, error, failed column) of one JSON field read as `kind`: the error and the failed column are set when
    a value is present but not of its type. #}
-{% macro typed_field(json, path, kind, name) -%}
-    {%- set text = json_text(json, path) -%}
+{% macro typed_field(json, path, kind, name, text=none) -%}
+    {#- `text`: the value as text when it is not the JSON text at `path` (a decoded Debezium value) -#}
+    {%- set text = text or json_text(json, path) -%}
     {%- if kind == 'string' -%}
         {%- do return({'value': "nullif(trim(" ~ text ~ "), '')", 'error': 'null', 'failed': 'null'}) -%}
     {%- elif kind == 'list' -%}
@@ -138,6 +139,110 @@
     from fields
 {%- endmacro %}
 
+{# A JSON object of key -> the value at a body path of webhook message `m` (paths: key -> path). #}
+{% macro webhook_body_object(paths) -%}
+    {%- if paths -%}
+    json_object({% for key, path in paths.items() %}{{ cdp_literal(key) }}, {{ json_value('m', '$.body.' ~ path) }}{{ ', ' if not loop.last }}{% endfor %})
+    {%- else -%} json_object() {%- endif -%}
+{%- endmacro %}
+
+{# The trimmed text at a body path of webhook message `m` (null when the path is not mapped or empty). #}
+{% macro webhook_body_text(path) -%}
+    {%- if path -%} nullif(trim({{ json_text('m', '$.body.' ~ path) }}), '') {%- else -%} null::varchar {%- endif -%}
+{%- endmacro %}
+
+{#- Webhooks of one webhook source (landing lines {"webhook_id", "source", "receivedAt", "body"}, as the
+    collector writes them) → the columns of cdp.events, by the source's `mapping:` of body paths
+    (config/sources.yaml): a `track` event named by `event` (renamed by `event_names`), at `timestamp`
+    (ISO-8601 text or Unix seconds; the time received when the body has none), about the mapped
+    `identifiers` (user_id, anonymous_id; email and phone are carried as traits, as identify calls carry
+    them), with the mapped `traits` and `properties` (the whole body when none are mapped). Its id is
+    `<source>:<webhook-id>` (or the body's `message_id`), so replays count once and never meet a messageId. -#}
+{% macro parse_webhook_source(name) -%}
+    {%- set mapping = var('sources')[name].mapping -%}
+    {%- set ids = mapping.get('identifiers', {}) -%}
+    {%- set at = mapping.get('timestamp') -%}
+    {%- set text_at = json_text('m', '$.body.' ~ at) if at else 'null' -%}
+    {%- set ts = typed_field('m', '$.body.' ~ at, 'timestamp', at, text_at) if at else none -%}
+    {%- set received = typed_field('m', '$.receivedAt', 'timestamp', 'receivedAt') -%}
+    {%- set trait_paths = {} -%}
+    {%- for type in ['email', 'phone'] if ids.get(type) %}{% do trait_paths.update({type: ids[type]}) %}{% endfor -%}
+    {%- do trait_paths.update(mapping.get('traits', {})) -%}
+    with raw as (
+        {{ raw_records(name) }}
+    ),
+
+    lines as (
+        select *, case when parsed then record::json end as line from raw
+    ),
+
+    messages as (
+        select *, case when {{ json_type_at('line', '$.body') }} = 'OBJECT' then line end as m from lines
+    ),
+
+    fields as (
+        select
+            *,
+            coalesce({{ webhook_body_text(mapping.get('message_id')) }},
+                     {{ cdp_literal(name ~ ':') }} || nullif(trim({{ json_text('m', '$.webhook_id') }}), '')) as event_id,
+            {{ webhook_body_text(mapping.event) }} as body_event,
+            {{ webhook_body_text(ids.get('anonymous_id')) }} as anonymous_id,
+            {{ webhook_body_text(ids.get('user_id')) }} as user_id,
+            {%- if at %}
+            case when {{ json_type_at('m', '$.body.' ~ at) }} in ('BIGINT', 'UBIGINT', 'DOUBLE')
+                 then try(timezone('UTC', to_timestamp(try_cast({{ text_at }} as double))))
+                 else {{ ts.value }} end as event_timestamp,
+            {%- else %}
+            null::timestamp as event_timestamp,
+            {%- endif %}
+            coalesce({{ received.value }}, loaded_at) as received_at,
+            {{ webhook_body_object(trait_paths) }} as traits,
+            {% if mapping.get('properties') %}{{ webhook_body_object(mapping.properties) }}{% else %}{{ json_value('m', '$.body') }}{% endif %} as properties
+        from messages
+    )
+
+    select
+        raw_source, partition_key, file, line_no, record, loaded_at, parsed and m is not null as parsed,
+        case
+            when not parsed then ['malformed_json: the line is not a JSON object']
+            when m is null then ['unmapped_webhook: the webhook body is not a JSON object']
+            {%- if at %}
+            else {{ non_null_list(["case when event_timestamp is null then " ~ ts.error ~ " end"]) }}
+            {%- else %}
+            else []::varchar[]
+            {%- endif %}
+        end as parse_errors,
+        {%- if at %}
+        {{ non_null_list(["case when event_timestamp is null then " ~ ts.failed ~ " end"]) }} as unreadable_columns,
+        {%- else %}
+        []::varchar[] as unreadable_columns,
+        {%- endif %}
+        event_id,
+        case when m is not null then 'track' end as event_type,
+        {%- if mapping.get('event_names') %}
+        case body_event
+            {%- for raw_name, event in mapping.event_names.items() %}
+            when {{ cdp_literal(raw_name) }} then {{ cdp_literal(event) }}
+            {%- endfor %}
+            else body_event end as event_name,
+        {%- else %}
+        body_event as event_name,
+        {%- endif %}
+        anonymous_id, user_id, null::varchar as previous_id, null::varchar as group_id,
+        coalesce(event_timestamp, received_at) as occurred_at,
+        received_at,
+        null::timestamp as original_timestamp,
+        null::timestamp as sent_at,
+        {{ cdp_literal(name) }} as source,
+        properties,
+        traits,
+        json_object('webhook_id', {{ json_text('m', '$.webhook_id') }}) as context,
+        coalesce(user_id, anonymous_id, nullif(trim({{ json_text('traits', '$.email') }}), ''),
+                 nullif(trim({{ json_text('traits', '$.phone') }}), '')) as identity,
+        lower(trim({{ json_text('traits', '$.email') }})) as email
+    from fields
+{%- endmacro %}
+
 {#- Records of a table source (API pull, CSV row, PostgreSQL row, CDC change) → its declared, typed columns,
     packed in one JSON object `typed` so that every table source fits one view (validation unpacks it by the
     source's declared types).
@@ -151,7 +256,8 @@
     {%- set errors = [] -%}
     {%- set failed = [] -%}
     {%- for column, kind in source.columns.items() -%}
-        {%- set t = typed_field('img', '$.' ~ column, kind, column) -%}
+        {%- set decoded = debezium_text('img', column, kind, "list_filter(img_schema, lambda f: f->>'field' = " ~ cdp_literal(column) ~ ")[1]") if cdc and kind != 'list' else none -%}
+        {%- set t = typed_field('img', '$.' ~ column, kind, column, decoded) -%}
         {%- do columns.append(cdp_literal(column) ~ ', ' ~ t.value) -%}
         {%- do errors.append(t.error) -%}
         {%- do failed.append(t.failed) -%}
@@ -179,7 +285,9 @@
                 when {{ json_text('j', '$.Op') }} is not null then j
                 when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_value(envelope, '$.before') }}
                 else {{ json_value(envelope, '$.after') }}
-            end as img
+            end as img,
+            {#- the row image's field schemas when the envelope carries Kafka Connect's `schema` (JsonConverter schemas.enable) -#}
+            {{ debezium_row_schema('j') }} as img_schema
         {%- else %}
             j as img
         {%- endif %}

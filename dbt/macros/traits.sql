@@ -19,15 +19,31 @@
 {# (record_id, identifier_type, raw_value, trait, value, source, source_rank, observed_at) of identify calls and
    of table sources with `traits:`, over the given rows (see record_sightings). #}
 {% macro record_observations(events, tables) -%}
+    {#- webhook sources map traits onto their events: those report traits like identify calls, ranked as their source -#}
+    {%- set webhooks = [] -%}
+    {%- for name, source in var('sources').items() if source.kind == 'webhook' and source.get('mapping', {}).get('traits') -%}
+        {%- do webhooks.append(name) -%}
+    {%- endfor -%}
+    {%- set email = "nullif(trim(" ~ json_text('traits', '$.email') ~ "), '')" -%}
+    {%- set phone = "nullif(trim(" ~ json_text('traits', '$.phone') ~ "), '')" -%}
     select * from (
     {%- for trait in var('profile_traits') %}
         {{ 'union all' if not loop.first }}
         select 'events:' || event_id as record_id,
-               case when user_id is not null then 'user_id' else 'anonymous_id' end as identifier_type,
-               coalesce(user_id, anonymous_id) as raw_value, {{ cdp_literal(trait) }} as trait,
-               {{ json_text('traits', '$.' ~ trait) }} as value, 'events' as source,
-               {{ trait_rank(trait, 'events') }} as source_rank, occurred_at as observed_at
-        from ({{ events }}) as e where event_type = 'identify'
+               case when user_id is not null then 'user_id' when anonymous_id is not null then 'anonymous_id'
+                    when {{ email }} is not null then 'email' else 'phone' end as identifier_type,
+               {#- raw as the sightings hold it (core.identifier_lookup is keyed by the raw value) #}
+               case when user_id is not null then user_id when anonymous_id is not null then anonymous_id
+                    when {{ email }} is not null then {{ json_text('traits', '$.email') }}
+                    else {{ json_text('traits', '$.phone') }} end as raw_value, {{ cdp_literal(trait) }} as trait,
+               {{ json_text('traits', '$.' ~ trait) }} as value,
+               case when event_type = 'identify' then 'events' else source end as source,
+               case when event_type = 'identify' then {{ trait_rank(trait, 'events') }}
+               {%- for name in webhooks %} when source = {{ cdp_literal(name) }} then {{ trait_rank(trait, name) }}{% endfor %}
+               end as source_rank, occurred_at as observed_at
+        from ({{ events }}) as e
+        where event_type = 'identify'
+        {%- if webhooks %} or (event_type = 'track' and source in ({% for name in webhooks %}{{ cdp_literal(name) }}{{ ', ' if not loop.last }}{% endfor %})){% endif %}
     {%- endfor %}
     {%- for name, rows in tables.items() %}
         {%- set source = var('sources')[name] -%}

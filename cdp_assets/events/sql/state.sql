@@ -19,3 +19,7 @@ CREATE TABLE IF NOT EXISTS cdp.quarantine (
     partition_key VARCHAR);
 CREATE TABLE IF NOT EXISTS validated.reconciliation (
     source VARCHAR, partition_key VARCHAR, records BIGINT, accepted BIGINT, quarantined BIGINT, kind VARCHAR);
+-- Tracking-plan violations of events kept under `on_violation: flag`, one row per raw record flagged.
+CREATE TABLE IF NOT EXISTS cdp.tracking_plan_violations (
+    source VARCHAR, event_id VARCHAR, event_type VARCHAR, event_name VARCHAR, violations VARCHAR[],
+    occurred_at TIMESTAMP, received_at TIMESTAMP, partition_key VARCHAR, file VARCHAR, line_no BIGINT);

@@ -1,7 +1,7 @@
 {#- Every table source's records (config/sources.yaml kinds cdc, api, csv, postgres), typed by its declared
     columns and packed in `typed` (a JSON object). A view, like parsed_events. -#}
 {%- set names = [] %}
-{%- for name, source in var('sources').items() if source.kind != 'events' %}{% do names.append(name) %}{% endfor %}
+{%- for name, source in var('sources').items() if source.kind not in ('events', 'webhook') %}{% do names.append(name) %}{% endfor %}
 -- depends_on: {{ source('raw', 'crm_customers') }}, {{ source('raw', 'orders') }}, {{ source('raw', 'pos') }}
 {%- if not names %}
 select null::varchar as raw_source, null::varchar as partition_key, null::varchar as file, null::bigint as line_no,
