@@ -302,6 +302,10 @@ def latency(data_dir: Path, samples: int, timeout_s: float) -> dict:
         data_dir, DAGSTER_HOME=str(home), CDP_WRITE_KEYS=write_key, CDP_MARKETING_WEBHOOK_URL=receiver.url,
         CDP_MARKETING_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
     )
+    # The full build delivered nothing (no URL then): its segment entries would go out in the first sample's
+    # activation run. Send that backlog first, so samples measure one event's way, not the demo's history.
+    run_measured([PYTHON, "-c", DRAIN_SCRIPT], {k: v for k, v in env.items() if k != "DAGSTER_HOME"}, "  backlog | ")
+    backlog = len(receiver.arrivals)
     env["DAGSTER_HOME"] = str(home)
     logs = open(home / "processes.log", "w")
     processes = [
@@ -310,11 +314,8 @@ def latency(data_dir: Path, samples: int, timeout_s: float) -> dict:
         subprocess.Popen([str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=REPO,
                          stdout=logs, stderr=subprocess.STDOUT, start_new_session=True),
     ]
-    # The full build delivered nothing (no URL then): its segment entries would go out in the first sample's
-    # activation run. Send that backlog first, so samples measure one event's way, not the demo's history.
-    run_measured([PYTHON, "-c", DRAIN_SCRIPT], {k: v for k, v in env.items() if k != "DAGSTER_HOME"}, "  backlog | ")
     os.environ["DAGSTER_HOME"] = str(home)
-    results: dict = {"samples": [], "backlog_items_delivered": len(receiver.arrivals)}
+    results: dict = {"samples": [], "backlog_items_delivered": backlog}
     try:
         started = time.monotonic()
         wait_for(lambda: http_ok(f"http://127.0.0.1:{collector_port}/health"), 120, "the collector")
