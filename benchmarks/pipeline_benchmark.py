@@ -191,7 +191,7 @@ seconds = {}
 instance = DagsterInstance.ephemeral()
 for name, key in (("web_hourly_job", partition), ("refresh_job", None), ("activation_job", None)):
     started = time.monotonic()
-    result = defs.get_job_def(name).execute_in_process(instance=instance, partition_key=key, run_config=quiet, raise_on_error=False)
+    result = defs.resolve_job_def(name).execute_in_process(instance=instance, partition_key=key, run_config=quiet, raise_on_error=False)
     seconds[name] = round(time.monotonic() - started, 1)
     if not result.success:
         raise SystemExit(name + " failed")
@@ -203,7 +203,7 @@ DRAIN_SCRIPT = """
 from dagster import DagsterInstance
 from cdp_assets.definitions import defs
 quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-result = defs.get_job_def("activation_job").execute_in_process(instance=DagsterInstance.ephemeral(), run_config=quiet)
+result = defs.resolve_job_def("activation_job").execute_in_process(instance=DagsterInstance.ephemeral(), run_config=quiet)
 print("backlog delivered" if result.success else "backlog delivery failed")
 """
 
