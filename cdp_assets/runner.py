@@ -25,8 +25,8 @@ from cdp_resources.landing import StrayFile
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PUBLIC_TABLES = [
-    "events", "quarantine", "identity_edges", "id_map", "identity_merges", "relationships", "profiles",
-    "profile_history", "segment_membership", "segment_changes", "deliveries",
+    "events", "quarantine", "tracking_plan_violations", "identity_edges", "id_map", "identity_merges", "relationships",
+    "profiles", "profile_history", "segment_membership", "segment_changes", "deliveries",
 ]
 DOWNSTREAM_STAGES = ["events", "identity", "profiles", "segments", "online", "activation"]
 

@@ -124,8 +124,10 @@ def test_signed_webhooks_reach_events_and_profiles(tmp_path, monkeypatch):
 
 def test_a_web_only_shop_has_revenue(tmp_path, monkeypatch):
     """No orders API, no stores: Segment's order_completed events are the purchases, one per order id."""
+    from cdp_assets.config import load_sources
+
     monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
-    web = {"web": sources(tmp_path)["web"]}
+    web = {"web": load_sources()["web"]}  # as shipped
     at = datetime(2026, 2, 20, 10)
 
     def order(message_id, user, order_id, revenue, products=("sku_1",)):
@@ -134,12 +136,13 @@ def test_a_web_only_shop_has_revenue(tmp_path, monkeypatch):
                            "properties": {"order_id": order_id, "revenue": revenue, "currency": "EUR",
                                           "products": [{"product_id": p} for p in products]}})
 
-    load_raw(tmp_path, "web", "2026-02-20-10:00", [
+    tracked = [
         order("m1", "u1", "o1", 300), order("m2", "u1", "o2", 250.5, ("sku_2", "sku_3")),
         order("m3", "u1", "o1", 300),             # the same order reported twice (a page reload): once
         order("m4", "u2", "o3", "lots"),          # no amount: flagged by the tracking plan, no purchase
         order("m5", "u2", "o4", 40),
-    ])
+    ]
+    load_raw(tmp_path, "web", "2026-02-20-10:00", tracked)
     refresh(tmp_path, web, now=datetime(2026, 3, 1))
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     try:
@@ -152,6 +155,30 @@ def test_a_web_only_shop_has_revenue(tmp_path, monkeypatch):
     assert [(u, n, r, sorted(items)) for u, n, r, items in rows] == [
         ("u1", 2, 550.5, ["sku_1", "sku_2", "sku_3"]), ("u2", 1, 40.0, ["sku_1"])]
     assert vip == 1  # what vip_buyers (total_revenue >= 500) finds
+
+    # The shop adds its orders API: an order it holds counts once, as the API has it, and one it holds as
+    # refunded counts for neither, though the site reported it completed.
+    shipped, shop = load_sources(), tmp_path / "with_api"  # a fresh warehouse: its parse views know both sources
+    shop.mkdir()
+    monkeypatch.setenv("CDP_DATA_DIR", str(shop))
+    load_raw(shop, "web", "2026-02-20-10:00", tracked)
+    api = [{"order_id": "o1", "customer_email": "u1@example.com", "amount": 310.0, "currency": "EUR", "status": "completed",
+            "items": ["sku_1"], "created_at": "2026-02-20T10:00:00Z"},
+           {"order_id": "o2", "customer_email": "u1@example.com", "amount": 250.5, "currency": "EUR", "status": "refunded",
+            "items": ["sku_2"], "created_at": "2026-02-20T10:00:00Z"}]
+    load_raw(shop, "orders", "", [json.dumps(o) for o in api])
+    load_raw(shop, "web", "2026-02-20-11:00", [json.dumps({
+        "type": "identify", "messageId": "i1", "userId": "u1", "traits": {"email": "u1@example.com"},
+        "timestamp": at.isoformat() + "Z"})])
+    refresh(shop, {"web": shipped["web"], "orders": shipped["orders"]}, now=datetime(2026, 3, 1))
+    con = duckdb.connect(str(shop / "warehouse.duckdb"), read_only=True)
+    try:
+        purchases = con.execute("""SELECT i.identifier_value, pp.channel, pp.purchase_id, pp.amount FROM core.person_purchases pp
+                                   JOIN cdp.id_map i ON i.person_id = pp.person_id AND i.identifier_type = 'user_id'
+                                   ORDER BY 1, 3""").fetchall()
+    finally:
+        con.close()
+    assert purchases == [("u1", "orders", "o1", 310.0), ("u2", "web", "o4", 40.0)]
 
 
 @pytest.mark.parametrize(("mapping", "message"), [
