@@ -91,7 +91,7 @@ def start_cluster(work: Path):
         "spark.executor.memory": "768m",
         "spark.executor.cores": "1",
         "spark.cores.max": "1",
-        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.shuffle.partitions": "2",  # small data: fewer tasks, less scheduling
     }
     return SparkCluster(master_url, ui_url, conf), processes
 
