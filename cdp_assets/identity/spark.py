@@ -211,10 +211,11 @@ def _small_star(edges: DataFrame) -> DataFrame:
 
 
 def _stars(edges: DataFrame) -> bool:
-    centres = edges.select(F.col("src").alias("dst")).distinct()
-    if not edges.join(centres, "dst", "left_semi").isEmpty():
-        return False
-    return edges.groupBy("src").count().where(F.col("count") > 1).isEmpty()
+    """Whether no edge points at a node that points somewhere, and no node points at two: one job."""
+    ends = edges.select(F.col("src").alias("node"), F.lit(1).alias("out"), F.lit(0).alias("into")).unionByName(
+        edges.select(F.col("dst").alias("node"), F.lit(0).alias("out"), F.lit(1).alias("into")))
+    per_node = ends.groupBy("node").agg(F.sum("out").alias("out"), F.max("into").alias("into"))
+    return per_node.where((F.col("out") > 1) | ((F.col("out") > 0) & (F.col("into") > 0))).isEmpty()
 
 
 # Persons within limits, anchors ----------------------------------------------------------------------
@@ -354,11 +355,11 @@ def _new_persons(spark: SparkSession, anchors: DataFrame, taken: DataFrame | Non
     clash = named.join(elsewhere, "person_id", "left_semi") if elsewhere is not None else named.limit(0)
     later = Window.partitionBy("person_id").orderBy("name")
     doubled = named.withColumn("i", F.row_number().over(later)).where(F.col("i") > 1).drop("i")
-    retry = sorted({(row["name"], row["person"]) for row in clash.unionByName(doubled).collect()})
+    rows = clash.withColumn("clash", F.lit(True)).unionByName(doubled.withColumn("clash", F.lit(False))).collect()
+    retry = sorted({(row["name"], row["person"]) for row in rows})
     if not retry:
         return named.drop("name")
-    clashing = {row["person_id"] for row in clash.select("person_id").collect()}
-    used = set(clashing)
+    used = {row["person_id"] for row in rows if row["clash"]}
     assigned: dict[int, str] = {}
     attempts = {person: 1 for _, person in retry}
     while len(assigned) < len(retry):
@@ -387,3 +388,44 @@ def _new_persons(spark: SparkSession, anchors: DataFrame, taken: DataFrame | Non
         named.join(F.broadcast(fixes), "person", "left")
         .select("person", F.coalesce("retried", "person_id").alias("person_id"), "created_at")
     )
+
+
+# The warehouse's tables on Spark ---------------------------------------------------------------------------
+
+_IDENTIFIERS_DDL = "identifier_type string, identifier_value string, first_seen_at timestamp"
+_EDGES_DDL = ("left_type string, left_value string, right_type string, right_value string, source string, "
+              "first_seen_at timestamp, last_seen_at timestamp")
+
+
+def update_persons_on_spark(engine, rules: IdentityRules, now: datetime, full_rebuild: bool = False):
+    """`store.update_persons` on the Spark engine's tables: cdp.id_map, core.persons and
+    core.identity_components replaced from cdp.identity_edges and core.identifiers, merges and splits
+    appended to cdp.identity_merges. Always a full resolution (the incremental scope and the change log
+    that per-person models read are DuckDB-only so far). Returns (PersonsUpdate, identifiers per type)."""
+    from cdp_assets.identity.store import PersonsUpdate
+
+    spark = engine.session()
+
+    def table(name: str, ddl: str) -> DataFrame:
+        columns = [part.split()[0] for part in ddl.split(", ")]
+        if engine.table_exists(name):
+            return engine.table(name).select(*columns)
+        return spark.createDataFrame([], ddl)
+
+    identifiers = table("core.identifiers", _IDENTIFIERS_DDL)
+    edges = table("cdp.identity_edges", _EDGES_DDL)
+    previous = None, None
+    if engine.table_exists("cdp.id_map") and engine.table_exists("core.persons"):
+        previous = engine.table("cdp.id_map"), engine.table("core.persons")
+    result = resolve_persons_spark(identifiers, edges, rules, *previous, now=now)
+    # Read before the swap below retires the previous id map they are computed from.
+    merges = pl.from_pandas(result.merges.toPandas()) if previous[0] is not None else pl.DataFrame(
+        schema={"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": pl.Datetime("us")})
+    counts = engine.replace_tables({
+        "cdp.id_map": result.id_map, "core.persons": result.persons, "core.identity_components": result.components,
+    })
+    if merges.height:
+        engine.append("cdp.identity_merges", spark.createDataFrame(merges.to_pandas()))
+    by_type = {row[0]: row[1] for row in engine.table("cdp.id_map").groupBy("identifier_type").count().collect()}
+    update = PersonsUpdate("full", counts["cdp.id_map"], edges.count(), counts["core.persons"], merges)
+    return update, dict(sorted(by_type.items()))
