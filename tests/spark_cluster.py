@@ -56,8 +56,8 @@ def _java_problem() -> str | None:
     return None
 
 
-def start_cluster(work: Path):
-    """Start master and worker under `work`; returns (SparkCluster, processes)."""
+def start_cluster(work: Path, cores: int = 1, memory: str = "1g", executor_memory: str = "768m"):
+    """Start master and a worker offering `cores` and `memory` under `work`; returns (SparkCluster, processes)."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).resolve().parent
@@ -79,7 +79,7 @@ def start_cluster(work: Path):
         master_url = f"spark://127.0.0.1:{master_port}"
         processes.append(_launch(work / "worker.log", env, [
             spark_class, "org.apache.spark.deploy.worker.Worker",
-            "--host", "127.0.0.1", "--cores", "1", "--memory", "1g", "--webui-port", str(worker_ui),
+            "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory, "--webui-port", str(worker_ui),
             "--work-dir", str(work / "worker"), master_url]))
         ui_url = f"http://127.0.0.1:{master_ui}"
         _wait_for_worker(ui_url, processes, work)
@@ -88,9 +88,9 @@ def start_cluster(work: Path):
         raise
     conf = {
         "spark.driver.memory": "768m",
-        "spark.executor.memory": "768m",
-        "spark.executor.cores": "1",
-        "spark.cores.max": "1",
+        "spark.executor.memory": executor_memory,
+        "spark.executor.cores": str(cores),
+        "spark.cores.max": str(cores),
         "spark.sql.shuffle.partitions": "2",  # small data: fewer tasks, less scheduling
     }
     return SparkCluster(master_url, ui_url, conf), processes
