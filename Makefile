@@ -9,15 +9,23 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 # dbt and dagster from the project virtualenv, whatever the caller's PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test dev install manifest browser clean
+.PHONY: demo test dev install manifest browser clean java
 
 install: $(INSTALLED) $(MANIFEST)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,spark]"
+	@$(MAKE) --no-print-directory java
 	touch $@
+
+# Spark (CDP_ENGINE=spark, the Spark tests) runs on Java 17; say what is missing rather than fail later.
+java:
+	@v=$$(java -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$v" ]; then echo "Java is not installed: Spark (CDP_ENGINE=spark, tests marked spark) needs Java 17 (apt-get install openjdk-17-jre-headless); the DuckDB engine works without it"; \
+	elif [ "$$v" -lt 17 ]; then echo "Java $$v found: Spark 4 needs Java 17 or newer (apt-get install openjdk-17-jre-headless)"; \
+	else echo "Java $$v: Spark engine available"; fi
 
 # The dbt manifest and parse cache are built here, once, not on every code-location load; with the vars the
 # platform passes, which come from config/ (cdp_assets/dbt/project.py), so a changed configuration rebuilds them.

@@ -26,3 +26,27 @@ def config_dir() -> Path:
 
 def warehouse_path() -> Path:
     return data_dir() / "warehouse.duckdb"
+
+
+ENGINES = ("duckdb", "spark")
+
+
+def engine_name() -> str:
+    """`CDP_ENGINE`: `duckdb` (default, the embedded file) or `spark` (`CDP_SPARK_MASTER`)."""
+    name = os.environ.get("CDP_ENGINE", "duckdb").strip().lower() or "duckdb"
+    if name not in ENGINES:
+        raise ValueError(f"CDP_ENGINE={os.environ['CDP_ENGINE']!r}: expected one of {', '.join(ENGINES)}")
+    return name
+
+
+def spark_master() -> str:
+    """`CDP_SPARK_MASTER`: `local[*]` (default), `spark://host:port` or a Spark Connect `sc://host:port` URL."""
+    master = os.environ.get("CDP_SPARK_MASTER", "").strip() or "local[*]"
+    if not master.startswith(("local", "spark://", "sc://")):
+        raise ValueError(f"CDP_SPARK_MASTER={master!r}: expected local[*], spark://host:port or sc://host:port")
+    return master
+
+
+def spark_warehouse_dir() -> Path:
+    """Where the Spark engine keeps its tables (Parquet): `$CDP_DATA_DIR/spark-warehouse`."""
+    return data_dir() / "spark-warehouse"

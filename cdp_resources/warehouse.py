@@ -1,4 +1,8 @@
-"""The DuckDB warehouse: one file, one writer at a time.
+"""The warehouse: the engine setting's one seam, and the DuckDB file (the default engine), one writer at a time.
+
+`WarehouseResource.engine()` is what `CDP_ENGINE` chooses: a `DuckDBEngine` over the file below or a
+`SparkEngine` (cdp_resources/spark.py). Code that must differ by engine asks for the engine and hands it to
+the stage's engine-specific implementation (e.g. cdp_assets/identity/store.py); asset code never branches.
 
 DuckDB lets a single process open a database file for writing. Dagster may run several steps, several
 runs and a dbt subprocess against the same file, so every user of the warehouse takes an exclusive
@@ -24,7 +28,7 @@ from pathlib import Path
 import duckdb
 from dagster import ConfigurableResource
 
-from cdp_resources.settings import warehouse_path
+from cdp_resources.settings import engine_name, spark_master, spark_warehouse_dir, warehouse_path
 
 _held = threading.local()
 MEMORY_SHARE = 0.25  # of physical RAM, by default
@@ -92,9 +96,22 @@ def warehouse_lock(path: Path, timeout_s: float = 1800.0) -> Iterator[None]:
             _held.depth = 0
 
 
+class DuckDBEngine:
+    """The embedded DuckDB file: connections under the warehouse lock."""
+
+    name = "duckdb"
+
+    def __init__(self, resource: "WarehouseResource"):
+        self.resource = resource
+
+    def connect(self):
+        return self.resource.connect()
+
+
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB file warehouse (default `$CDP_DATA_DIR/warehouse.duckdb`), with DuckDB's memory limit and
-    threads for every connection (empty/0: `CDP_DUCKDB_MEMORY_LIMIT` / `CDP_DUCKDB_THREADS`, else defaults)."""
+    """The warehouse of the configured engine; for DuckDB the file (default `$CDP_DATA_DIR/warehouse.duckdb`),
+    with DuckDB's memory limit and threads for every connection (empty/0: `CDP_DUCKDB_MEMORY_LIMIT` /
+    `CDP_DUCKDB_THREADS`, else defaults)."""
 
     path: str = ""
     memory_limit: str = ""  # DuckDB syntax: '2GB', '512MB'
@@ -107,6 +124,14 @@ class WarehouseResource(ConfigurableResource):
         """The variables dbt's profile (dbt/profiles.yml) reads its DuckDB settings from."""
         settings = self.settings()
         return {"CDP_DUCKDB_MEMORY_LIMIT": str(settings["memory_limit"]), "CDP_DUCKDB_THREADS": str(settings["threads"])}
+
+    def engine(self):
+        """The engine `CDP_ENGINE` names: `DuckDBEngine` (default) or `SparkEngine` on `CDP_SPARK_MASTER`."""
+        if engine_name() == "spark":
+            from cdp_resources.spark import SparkEngine
+
+            return SparkEngine(spark_master(), spark_warehouse_dir())
+        return DuckDBEngine(self)
 
     def file(self) -> Path:
         return Path(self.path).resolve() if self.path else warehouse_path()

@@ -7,7 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
 
 from cdp_assets.identity.rules import load_identity_rules
-from cdp_assets.identity.store import update_persons
+from cdp_assets.identity.store import update_persons_in
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir
 
@@ -38,10 +38,8 @@ def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource, c
     rebuild is asked for."""
     rules = load_identity_rules(config_dir() / "identity.yaml")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with warehouse.connect() as con:
-        update = update_persons(con, rules, now, full_rebuild=config.full_rebuild)
-        rows = con.execute("SELECT count(*) FROM cdp.id_map").fetchone()[0]
-        by_type = dict(con.execute("SELECT identifier_type, count(*) FROM cdp.id_map GROUP BY 1 ORDER BY 1").fetchall())
+    update, by_type = update_persons_in(warehouse.engine(), rules, now, full_rebuild=config.full_rebuild)
+    rows = sum(by_type.values())
     context.log.info(
         f"{update.mode}: re-resolved {update.identifiers} identifiers over {update.edges} edges; "
         f"{rows} identifiers → {update.persons} persons, {len(update.merges)} merges/splits"

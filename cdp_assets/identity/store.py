@@ -80,6 +80,19 @@ def update_persons(
     return _incremental(con, rules, now)
 
 
+def update_persons_in(engine, rules: IdentityRules, now: datetime, full_rebuild: bool = False):
+    """`update_persons` on the warehouse's engine (`WarehouseResource.engine()`): the one place identity
+    differs by engine. Returns (PersonsUpdate, identifiers per type in cdp.id_map)."""
+    if engine.name == "spark":
+        from cdp_assets.identity.spark import update_persons_on_spark
+
+        return update_persons_on_spark(engine, rules, now, full_rebuild)
+    with engine.connect() as con:
+        update = update_persons(con, rules, now, full_rebuild=full_rebuild)
+        by_type = dict(con.execute("SELECT identifier_type, count(*) FROM cdp.id_map GROUP BY 1 ORDER BY 1").fetchall())
+    return update, by_type
+
+
 def _incremental_possible(con: duckdb.DuckDBPyConnection, rules: IdentityRules) -> bool:
     if not all(table_exists(con, table) for table in _STATE):
         return False

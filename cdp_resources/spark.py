@@ -1,0 +1,170 @@
+"""The Spark engine (`CDP_ENGINE=spark`): one SparkSession per process on `CDP_SPARK_MASTER`, and tables as
+plain Parquet directories under a warehouse location (by default `$CDP_DATA_DIR/spark-warehouse`).
+
+Why Parquet directories and not a metastore: the pyspark wheel is the only source of jars here (no Delta,
+no Iceberg), and an embedded Derby metastore admits one JVM at a time, while Dagster runs steps in
+several processes. So the directory layout is the catalog, as Spark lays it out itself
+(`<warehouse>/<schema>.db/<table>/`): every process sees every table, and a table is replaced by writing
+a new directory and renaming it into place, so a reader never sees half a table.
+
+Executors run our Python (identity rules in `applyInPandas`), so the session ships the driver's own
+`cdp_assets` and `cdp_resources` packages to them (`addPyFile`): a cluster runs the code the driver runs,
+whatever is installed on its machines. Third-party packages (polars, scipy, ...) must be installed where
+the executors run; `PYSPARK_PYTHON` names that interpreter (default: this one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_sessions: dict[tuple, "SparkSession"] = {}
+_lock = threading.Lock()
+_PACKAGES = ("cdp_assets", "cdp_resources")
+# Small by default: a laptop or a shared CI machine. A real cluster's spark-defaults.conf or
+# PYSPARK_SUBMIT_ARGS decide there.
+_DEFAULTS = {
+    "spark.sql.session.timeZone": "UTC",  # warehouse times are naive UTC, as in DuckDB
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+class SparkEngine:
+    """Tables and a session on one Spark master. Cheap to create: the session starts on first use."""
+
+    name = "spark"
+
+    def __init__(self, master: str, warehouse_dir: Path, conf: dict[str, str] | None = None):
+        self.master = master
+        self.warehouse_dir = Path(warehouse_dir).resolve()
+        self.conf = dict(conf or {})
+
+    def session(self) -> "SparkSession":
+        """The process's session for this master and warehouse (created once, then reused)."""
+        key = (self.master, str(self.warehouse_dir), tuple(sorted(self.conf.items())))
+        with _lock:
+            if key not in _sessions:
+                for other in list(_sessions):  # one SparkContext per process: a new master replaces the old one
+                    _sessions.pop(other).stop()
+                _sessions[key] = self._start()
+            return _sessions[key]
+
+    def _start(self) -> "SparkSession":
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.appName("cdp")
+        if self.master.startswith("sc://"):  # Spark Connect: the server owns the cluster and its catalog
+            session = builder.remote(self.master).getOrCreate()
+            session.addArtifacts(str(_code_archive()), pyfile=True)
+            return session
+        self.warehouse_dir.mkdir(parents=True, exist_ok=True)
+        conf = {**_DEFAULTS, "spark.sql.warehouse.dir": str(self.warehouse_dir),
+                "spark.sql.catalogImplementation": "in-memory"}
+        # PySpark's driver tells executors which Python to start from this variable only.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if _on_this_machine(self.master):
+            conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        conf.update(self.conf)
+        for option, value in conf.items():
+            builder = builder.config(option, value)
+        session = builder.master(self.master).getOrCreate()
+        session.sparkContext.setLogLevel("WARN")
+        session.sparkContext.addPyFile(str(_code_archive()))
+        return session
+
+    def stop(self) -> None:
+        with _lock:
+            for key in [k for k in _sessions if k[0] == self.master]:
+                _sessions.pop(key).stop()
+
+    # Tables: <warehouse>/<schema>.db/<table>/ of Parquet files.
+
+    def location(self, table: str) -> Path:
+        schema, name = _split(table)
+        return self.warehouse_dir / f"{schema}.db" / name
+
+    def table_exists(self, table: str) -> bool:
+        return (self.location(table) / "_SUCCESS").exists() or any(self.location(table).glob("*.parquet"))
+
+    def table(self, table: str) -> "DataFrame":
+        """The table's current rows (a clear error naming it and its directory when it does not exist)."""
+        if not self.table_exists(table):
+            raise LookupError(f"Spark table {table} does not exist (no Parquet files in {self.location(table)})")
+        return self.session().read.parquet(str(self.location(table)))
+
+    def replace_tables(self, frames: dict[str, "DataFrame"]) -> dict[str, int]:
+        """Write every frame in full, then swap each new directory in for its table: a failure before the
+        swap leaves the old tables whole, and frames may read the tables they replace. Returns the row
+        counts."""
+        written: dict[str, Path] = {}
+        counts = {}
+        try:
+            for table, frame in frames.items():
+                target = self.location(table)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # (Spark ignores paths whose names start with "." or "_": a plain name for the new files)
+                fresh = target.with_name(f"{target.name}--writing-{uuid.uuid4().hex[:8]}")
+                frame.write.mode("error").parquet(str(fresh))
+                written[table] = fresh
+                counts[table] = self.session().read.parquet(str(fresh)).count()
+        except BaseException:
+            for fresh in written.values():
+                shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        for table, fresh in written.items():
+            target = self.location(table)
+            retired = target.with_name(f"{target.name}--retired-{uuid.uuid4().hex[:8]}")
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(fresh, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        return counts
+
+    def append(self, table: str, frame: "DataFrame") -> None:
+        """Add rows as new files beside the table's others (an append-only log)."""
+        self.location(table).parent.mkdir(parents=True, exist_ok=True)
+        frame.write.mode("append").parquet(str(self.location(table)))
+
+
+def _split(table: str) -> tuple[str, str]:
+    parts = table.split(".")
+    if len(parts) != 2 or not all(part.isidentifier() for part in parts):
+        raise ValueError(f"expected a table name schema.table, got {table!r}")
+    return parts[0], parts[1]
+
+
+def _on_this_machine(master: str) -> bool:
+    if master.startswith("local"):
+        return True
+    host = master.removeprefix("spark://").split(":")[0]
+    return host in ("127.0.0.1", "localhost")
+
+
+_archive: Path | None = None
+
+
+def _code_archive() -> Path:
+    """A zip of the driver's own packages (once per process), for the executors' Python path."""
+    global _archive
+    if _archive is None or not _archive.exists():
+        root = Path(__file__).resolve().parents[1]
+        path = Path(tempfile.mkdtemp(prefix="cdp-code-")) / "cdp_code.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for package in _PACKAGES:
+                for file in sorted((root / package).rglob("*.py")):
+                    archive.write(file, file.relative_to(root).as_posix())
+        _archive = path
+    return _archive

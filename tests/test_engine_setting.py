@@ -1,0 +1,42 @@
+"""The engine setting (contract §5): CDP_ENGINE and CDP_SPARK_MASTER, read by the warehouse resource only."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdp_resources.warehouse import DuckDBEngine, WarehouseResource
+
+
+def test_duckdb_is_the_default_engine(monkeypatch, tmp_path):
+    monkeypatch.delenv("CDP_ENGINE", raising=False)
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    engine = WarehouseResource().engine()
+    assert isinstance(engine, DuckDBEngine) and engine.name == "duckdb"
+    with engine.connect() as con:
+        assert con.execute("SELECT 42").fetchone() == (42,)
+    assert (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_spark_engine_keeps_its_tables_under_the_data_directory(monkeypatch, tmp_path):
+    pytest.importorskip("pyspark")
+    monkeypatch.setenv("CDP_ENGINE", " Spark ")
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CDP_SPARK_MASTER", "spark://127.0.0.1:7077")
+    engine = WarehouseResource().engine()  # no session yet: it starts on first use
+    assert (engine.name, engine.master) == ("spark", "spark://127.0.0.1:7077")
+    assert engine.location("cdp.id_map") == tmp_path / "spark-warehouse" / "cdp.db" / "id_map"
+    monkeypatch.delenv("CDP_SPARK_MASTER")
+    assert WarehouseResource().engine().master == "local[*]"
+    with pytest.raises(ValueError, match="schema.table"):
+        engine.location("id_map")
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("CDP_ENGINE", "snowflake", "CDP_ENGINE='snowflake': expected one of duckdb, spark"),
+    ("CDP_SPARK_MASTER", "yarn", "CDP_SPARK_MASTER='yarn': expected local"),
+])
+def test_an_unknown_engine_or_master_is_a_clear_error(monkeypatch, variable, value, message):
+    monkeypatch.setenv("CDP_ENGINE", "spark")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("*", r"\*")):
+        WarehouseResource().engine()
