@@ -193,3 +193,31 @@ def test_a_wrong_webhook_mapping_names_the_field(tmp_path, mapping, message):
     entry = {"kind": "webhook", "partitions": "hourly", **({"mapping": mapping} if mapping is not None else {})}
     with pytest.raises(ConfigError, match=re.escape(f"sources.billing.{message}")):
         _source(tmp_path / "sources.yaml", "billing", entry)
+
+
+def test_a_purchase_moving_to_another_person_updates_both_incrementally(tmp_path, monkeypatch):
+    """One record per order id wins across persons: when an earlier report of an order arrives late for
+    another person, the incremental refresh moves the purchase (both persons recomputed), as a rebuild would."""
+    from cdp_assets.config import load_sources
+
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    web = {"web": load_sources()["web"]}
+
+    def order(message_id, user, at):
+        return json.dumps({"type": "track", "event": "order_completed", "messageId": message_id, "userId": user,
+                           "timestamp": at.isoformat() + "Z", "receivedAt": at.isoformat() + "Z",
+                           "properties": {"order_id": "o1", "revenue": 99.0}})
+
+    def counts():
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+            return dict(con.execute("""SELECT i.identifier_value, p.order_count FROM cdp.profiles p
+                                       JOIN cdp.id_map i ON i.person_id = p.person_id AND i.identifier_type = 'user_id'
+                                       ORDER BY 1""").fetchall())
+
+    late = datetime(2026, 2, 20, 12)
+    load_raw(tmp_path, "web", "2026-02-20-12:00", [order("m1", "u1", late)])
+    refresh(tmp_path, web, now=datetime(2026, 3, 1))
+    assert counts() == {"u1": 1}
+    load_raw(tmp_path, "web", "2026-02-20-10:00", [order("m2", "u2", late - timedelta(hours=2))])
+    refresh(tmp_path, web, now=datetime(2026, 3, 1, 1))
+    assert counts() == {"u1": 0, "u2": 1}

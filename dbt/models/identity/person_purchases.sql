@@ -1,48 +1,12 @@
-{#- Every purchase with its person, from the sources config/sources.yaml declares `purchases:` for: table
-    sources' rows (the person of the row's identifier) and events such as Segment's order_completed (the
-    person of the event). One purchase per id across sources: a table source's record (the system of record)
-    wins over an event reporting the same order, then the source listed first; a record its `only:` leaves out
-    (a refunded order) still wins, so the event reporting that order does not count it either. A view, like
-    person_events. -#}
+{#- Every purchase with its person: of the records reporting one purchase id (core.purchase_claims), a table
+    source's record (the system of record) wins over an event reporting the same order, then the source listed
+    first; a record its `only:` leaves out (a refunded order) still wins, so the event reporting that order does
+    not count it either. A view, like person_events. -#}
 {{ config(materialized='view') }}
--- depends_on: {{ source('validated', 'orders') }}, {{ source('validated', 'pos') }}
-{%- set parts = [] %}
-{%- for name, source in var('sources').items() if source.get('purchases') %}
-{%- set p = source.purchases %}
-{%- if source.kind in ('events', 'webhook') %}
-{%- set items = "coalesce(json_extract_string(e.properties, " ~ cdp_literal('$.' ~ p['items']) ~ ")::varchar[], []::varchar[])" if p.get('items') else "[]::varchar[]" %}
-{%- do parts.append("select " ~ cdp_literal(name) ~ " as channel, 1 as source_rank, " ~ loop.index ~ " as source_order, true as counts, "
-    ~ "nullif(trim(" ~ json_text('e.properties', '$.' ~ p['id']) ~ "), '') as purchase_id, e.person_id, "
-    ~ "try_cast(" ~ json_text('e.properties', '$.' ~ p['amount']) ~ " as double) as amount, e.occurred_at as purchased_at, "
-    ~ items ~ " as items from " ~ ref('person_events') ~ " as e where e.event_type = 'track' and e.event_name = " ~ cdp_literal(p['event'])) %}
-{%- else %}
-{%- set column = p.get('identifier') or strongest_identifier(source.identifiers) %}
-{%- set conditions = [] %}
-{%- for only_column, value in (p.get('only') or {}).items() %}{% do conditions.append('t.' ~ cdp_ident(only_column) ~ ' = ' ~ cdp_literal(value)) %}{% endfor %}
-{%- do parts.append("select " ~ cdp_literal(name) ~ " as channel, 0 as source_rank, " ~ loop.index ~ " as source_order, "
-    ~ "coalesce(" ~ (conditions | join(' and ') if conditions else 'true') ~ ", false) as counts, t." ~ cdp_ident(p['id']) ~ "::varchar as purchase_id, i.person_id, t." ~ cdp_ident(p['amount']) ~ "::double as amount, "
-    ~ "t." ~ cdp_ident(p['at']) ~ "::timestamp as purchased_at, "
-    ~ ("coalesce(t." ~ cdp_ident(p['items']) ~ "::varchar[], []::varchar[])" if p.get('items') else "[]::varchar[]") ~ " as items "
-    ~ "from " ~ api.Relation.create(database=target.database, schema='validated', identifier=name) ~ " as t "
-    ~ "join " ~ ref('identifier_persons') ~ " as i on i.identifier_type = " ~ cdp_literal(source.identifiers[column])
-    ~ " and i.raw_value = t." ~ cdp_ident(column) ~ "::varchar") %}
-{%- endif %}
-{%- endfor %}
-
-with purchases as (
-{%- if parts %}
-    {{ parts | join('\n    union all\n    ') }}
-{%- else %}
-    select null::varchar as channel, 0 as source_rank, 0 as source_order, true as counts, null::varchar as purchase_id,
-           null::varchar as person_id, null::double as amount, null::timestamp as purchased_at, []::varchar[] as items
-    where false
-{%- endif %}
-)
 
 select channel, purchase_id, person_id, amount, purchased_at, items
 from (
-    select * from purchases
-    where purchase_id is not null
+    select * from {{ ref('purchase_claims') }}
     qualify row_number() over (partition by purchase_id order by source_rank, source_order, purchased_at, channel) = 1
 ) as claimed
 where counts and amount is not null and isfinite(amount)
