@@ -17,21 +17,23 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 GOOD = {"type": "track", "anonymousId": "a", "event": "signed_up", "timestamp": "2026-01-01T00:00:00Z"}
 
 
-def _validated_warehouse(tmp_path, monkeypatch):
+WEB = SourceConfig(name="web", kind="events", partitions="hourly")
+
+
+def _validated_warehouse(tmp_path, monkeypatch, rows: list[tuple[str, str]]):
+    """raw.web holding `rows` (partition key, record), validated; the run's result."""
     monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    con.execute("CREATE SCHEMA raw")
-    con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
-    rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": f"m{i}"})) for i in range(3)]
-    rows += [("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m9"})), ("2026-01-01-01:00", "{broken")]
-    con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
-    con.close()
-    web = SourceConfig(name="web", kind="events", partitions="hourly")
-    assert materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET).success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
+        con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
+    return materialize([build_validation_asset({"web": WEB})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
 
 
 def test_reconciliation_passes_per_partition_then_fails_when_a_record_is_lost(tmp_path, monkeypatch):
-    _validated_warehouse(tmp_path, monkeypatch)
+    rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": f"m{i}"})) for i in range(3)]
+    rows += [("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m9"})), ("2026-01-01-01:00", "{broken")]
+    assert _validated_warehouse(tmp_path, monkeypatch, rows).success
     result = records_reconcile(warehouse=WarehouseResource())
     assert result.passed and result.metadata["per_source"].data["web"] == {"partitions": 2, "raw": 5, "accepted": 4, "quarantined": 1}
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
@@ -49,16 +51,9 @@ def test_reconciliation_passes_per_partition_then_fails_when_a_record_is_lost(tm
 def test_quarantine_rate_warns_for_a_partition_of_mostly_garbage(tmp_path, monkeypatch):
     from cdp_assets.events.checks import quarantine_rate_within_bounds
 
-    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    con.execute("CREATE SCHEMA raw")
-    con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
     good = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": f"m{i}"})) for i in range(40)]
     garbage = [("2026-01-01-01:00", "{broken") for _ in range(47)] + [("2026-01-01-01:00", json.dumps({**GOOD, "messageId": f"g{i}"})) for i in range(3)]
-    con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", good + garbage)
-    con.close()
-    web = SourceConfig(name="web", kind="events", partitions="hourly")
-    assert materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET).success
+    assert _validated_warehouse(tmp_path, monkeypatch, good + garbage).success
     result = quarantine_rate_within_bounds(warehouse=WarehouseResource())
     assert not result.passed and result.metadata["partitions_above"].value == 1
     assert "web 2026-01-01-01:00: 94.0%" in result.metadata["above"].md_str
@@ -97,17 +92,11 @@ def test_profile_dbt_tests_fail_for_a_person_without_profile_and_a_profile_witho
 
 
 def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_path, monkeypatch):
-    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        con.execute("CREATE SCHEMA raw")
-        con.execute("CREATE TABLE raw.web (partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)")
-        rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m1"})), ("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m2", "anonymousId": None})),
-                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"})),
-                # breaks only the tracking plan (product_added requires product_id): flagged and kept
-                ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m4", "event": "product_added", "properties": {}}))]
-        con.executemany("INSERT INTO raw.web VALUES (?, 'f', 1, ?, now())", rows)
-    web = SourceConfig(name="web", kind="events", partitions="hourly")
-    result = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
+    rows = [("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m1"})), ("2026-01-01-00:00", json.dumps({**GOOD, "messageId": "m2", "anonymousId": None})),
+            ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m3"})),
+            # breaks only the tracking plan (product_added requires product_id): flagged and kept
+            ("2026-01-01-01:00", json.dumps({**GOOD, "messageId": "m4", "event": "product_added", "properties": {}}))]
+    result = _validated_warehouse(tmp_path, monkeypatch, rows)
     observed = {e.partition: e.event_specific_data.asset_observation.metadata for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
     assert {k: v["quarantine_rate"].value for k, v in observed.items()} == {"2026-01-01-00:00": 0.5, "2026-01-01-01:00": 0.0}
     [events] = [m for m in result.get_asset_materialization_events() if m.asset_key.path == ["cdp", "events"]]
@@ -117,5 +106,5 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
     rates = events.materialization.metadata["violation_rates"].data  # per source: flagged of its records
     assert rates == {"web": {"flagged": 1, "records": 4, "rate": 0.25, "by_code": {"missing_property": 1}}}
     assert events.materialization.metadata["tracking_plan_violations"].value == 1
-    again = materialize([build_validation_asset({"web": web})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
+    again = materialize([build_validation_asset({"web": WEB})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
     assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # nothing changed
