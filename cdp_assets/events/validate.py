@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from cdp_assets.batching import bounded_groups
 from cdp_assets.config import SourceConfig
 from cdp_assets.events.pii import PiiRules, protect_columns, protect_events
 from cdp_assets.events.rules import apply_rules, load_suite, suite_rules, typed_property_rules
@@ -131,15 +132,8 @@ def changed_partitions(con: duckdb.DuckDBPyConnection, source: SourceConfig, pri
 
 def chunks(partitions: pl.DataFrame, limit: int = CHUNK_ROWS) -> Iterator[list[str]]:
     """Partition keys in groups of at most `limit` raw rows (a bigger partition is a chunk of its own)."""
-    chunk, rows = [], 0
-    for key, count in partitions.iter_rows():
-        if chunk and rows + count > limit:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(key)
-        rows += count
-    if chunk:
-        yield chunk
+    for group in bounded_groups(partitions.iter_rows(), lambda row: row[1], limit):
+        yield [key for key, _ in group]
 
 
 def without_tombstones(changes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

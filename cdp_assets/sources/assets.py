@@ -28,6 +28,7 @@ from dagster import (
     asset,
 )
 
+from cdp_assets.batching import bounded_groups
 from cdp_assets.config import SourceConfig
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.privacy.files import strip_file
@@ -135,19 +136,14 @@ def input_folders(sources) -> list[InputFolder]:
 
 def _batches(files: list[InputFile]) -> Iterator[list[InputFile]]:
     """Files in order, cut into groups of about BATCH_BYTES of text."""
-    batch, size = [], 0
-    for file in files:
-        try:
-            bytes_ = file.path.stat().st_size * (GZIP_RATIO if file.path.suffix == ".gz" else 1)
-        except FileNotFoundError:
-            bytes_ = 0
-        if batch and size + bytes_ > BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(file)
-        size += bytes_
-    if batch:
-        yield batch
+    return bounded_groups(files, _text_size, BATCH_BYTES)
+
+
+def _text_size(file: InputFile) -> int:
+    try:
+        return file.path.stat().st_size * (GZIP_RATIO if file.path.suffix == ".gz" else 1)
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass
