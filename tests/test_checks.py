@@ -76,6 +76,11 @@ def test_volume_check_flags_a_closed_hour_far_from_the_trailing_median():
 
 def test_profile_dbt_tests_fail_for_a_person_without_profile_and_a_profile_without_person(tmp_path, monkeypatch):
     """The profiles <-> id map relationship is a dbt test each way (shown in Dagster as checks on cdp.profiles)."""
+    from cdp_assets.dbt.assets import cdp_dbt_models
+
+    checks = {k.to_user_string() for k in cdp_dbt_models.check_keys}
+    assert {"cdp/profiles:every_person_has_a_profile",
+            "cdp/profiles:relationships_profiles_person_id__person_id__source_cdp_id_map_"} <= checks
     from tests.conftest import build_models
 
     monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
