@@ -113,3 +113,35 @@ def test_validation_reports_ge_results_and_per_partition_quarantine_rates(tmp_pa
     assert events.materialization.metadata["tracking_plan_violations"].value == 1
     again = materialize([build_validation_asset({"web": WEB})], resources={"warehouse": WarehouseResource()}, run_config=QUIET)
     assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # nothing changed
+
+
+def test_dbt_step_runs_dbt_in_process_and_its_tests_fail_on_bad_profiles(tmp_path, monkeypatch):
+    """The dbt assets run dbt in the step's process (no subprocess), and a failing dbt test still fails the step
+    and is a failed check on its asset (beside the passing ones): a person written into the id map behind the
+    pipeline's back has no profile, and that is found."""
+    import subprocess
+
+    from dagster import AssetSelection
+
+    from cdp_assets.definitions import defs
+    from cdp_assets.runner import run_everything
+    from cdp_assets.sample_data import generate_sample_data
+
+    monkeypatch.setenv("CDP_DATA_DIR", str(tmp_path))
+    generate_sample_data(tmp_path, events=1500, seed=5, log=lambda *_: None)
+    assert run_everything(progress=lambda *_: None).failures == []
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("INSERT INTO cdp.id_map BY NAME SELECT * REPLACE ('p_ghost' AS person_id, 'ghost@x.io' AS identifier_value) "
+                    "FROM cdp.id_map LIMIT 1")
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args[0]!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    result = materialize([*defs.assets, *defs.asset_checks], selection=AssetSelection.assets(["cdp", "profiles"]),
+                         resources=defs.resources, run_config=QUIET, raise_on_error=False)
+    assert not result.success
+    verdicts = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert verdicts["every_person_has_a_profile"] is False, verdicts
+    assert verdicts["unique_profiles_person_id"] is True
+    assert "every_person_has_a_profile" in str(result.failure_data_for_node("cdp_dbt_models").error)

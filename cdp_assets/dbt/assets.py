@@ -1,16 +1,16 @@
 """dbt models as Dagster assets: keys from schema and name, groups from the model's folder."""
 
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Config, Output
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from cdp_assets.dbt.project import command_target, dbt_environment, dbt_project, parse_cache
 from cdp_assets.dbt.vars import dbt_vars
+from cdp_assets.resources import DbtResource
 from cdp_resources import WarehouseResource
 
 # dbt folder → the platform stage it belongs to
@@ -46,23 +46,31 @@ class DbtBuildConfig(Config):
     pool="warehouse",
 )
 def cdp_dbt_models(
-    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, config: DbtBuildConfig
+    context: AssetExecutionContext, dbt: DbtResource, warehouse: WarehouseResource, config: DbtBuildConfig
 ):
     """Build (run + test) the selected dbt models while holding the warehouse lock.
 
-    dbt reuses the project's parse cache (cdp_assets/dbt/project.py): no parse at step start. Row counts are
-    added once dbt has finished: while it runs, its process holds the DuckDB file.
+    dbt runs in this process on the project parsed once per process (`DbtResource.build`). Row counts are
+    added once dbt has finished: while it runs, it holds the DuckDB file.
     """
     # dbt (its profile, the Python models) reads the same, absolute, data and config directories, and the
     # warehouse's DuckDB settings.
     os.environ.update(dbt_environment(warehouse))
-    args = ["build", "--vars", json.dumps(dbt_vars())] + (["--full-refresh"] if config.full_refresh else [])
+    args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
     with warehouse.lock():
         with parse_cache(command_target(f"build-{context.run.run_id[:8]}")) as target:
-            events = list(dbt.cli(args, context=context, target_path=target).stream())
+            events, failure = [], None
+            try:
+                for event in dbt.build(args, context=context, target_path=target, vars_=dbt_vars(), warehouse=warehouse):
+                    events.append(event)
+            except Exception as error:  # noqa: BLE001 - raised below, once what dbt did is recorded
+                failure = error
         with warehouse.connect() as con:
             for event in events:
                 yield _with_row_count(context, con, event)
+    if failure is not None:
+        # The models built and the tests judged before the failure are materializations and check results.
+        raise failure
 
 
 def _with_row_count(context: AssetExecutionContext, con, event):
@@ -75,10 +83,13 @@ def _with_row_count(context: AssetExecutionContext, con, event):
     if len(key.path) != 2:
         return event
     schema, table = key.path
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    # Tables only: a view's count is its whole query (core.person_events joins every event), which would cost
+    # more than the incremental models themselves in every refresh.
+    is_table = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ? AND table_type = 'BASE TABLE'",
+        [schema, table],
     ).fetchone()[0]
-    if not exists:
+    if not is_table:
         return event
     rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
     return event.with_metadata({**event.metadata, "dagster/row_count": rows})

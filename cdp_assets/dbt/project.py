@@ -103,49 +103,68 @@ def dbt_environment(warehouse=None) -> dict[str, str]:
 def run_dbt(args: list[str], vars_: dict | None = None, warehouse=None) -> list[str]:
     """Run a dbt command on this project in this process (the caller holds the warehouse lock and no
     connection to it); a RuntimeError naming what failed when it fails. For steps outside the dbt assets
-    (the parse views a validation needs, tests); the assets themselves run through dagster-dbt. In-process,
-    dbt's import is paid once per process. Returns what dbt said about parsing (`UnableToPartialParse: ...`
-    when it parsed the whole project; empty when the cache served)."""
-    from dbt.cli.main import dbtRunner
-
-    global _RUNNER
+    (the parse views a validation needs, tests). Returns what dbt said about parsing (`UnableToPartialParse:
+    ...` when it parsed the whole project; empty when the cache served)."""
     said: list[str] = []
 
     def listen(event) -> None:
         if event.info.name in ("UnableToPartialParse", "PartialParsingNotEnabled"):
             said.append(f"{event.info.name}: {event.info.msg}")
 
-    if _RUNNER is None:
-        _RUNNER = dbtRunner(callbacks=[lambda event: _LISTENERS[-1](event) if _LISTENERS else None])
-    environment = dbt_environment(warehouse)
-    saved = {k: os.environ.get(k) for k in environment}
-    os.environ.update(environment)
-    _LISTENERS.append(listen)
+    with parse_cache(command_target("run_dbt")) as target:
+        result = invoke_dbt([*args, "--quiet"], target, vars_, warehouse, listen=listen)
+    if not result.success:
+        raise RuntimeError(f"dbt {' '.join(args)} failed: {dbt_failures(result)}")
+    return said
+
+
+def invoke_dbt(args: list[str], target: Path, vars_: dict | None = None, warehouse=None, *, listen=None,
+               manifest=None, environment: dict[str, str] | None = None):
+    """One dbt command in this process, on this project, writing its artifacts and log to `target`; dbt's
+    result. In-process, dbt's import is paid once per process, and with a `manifest` (`parsed_manifest`)
+    dbt does not even read its parse cache: a command costs its SQL, not dbt's start-up (a `dbt build` in
+    a subprocess spent ~4 s of CPU before its first model on the project's 2-core machine)."""
+    from dbt.cli.main import dbtRunner
+
+    added = {**dbt_environment(warehouse), **(environment or {})}
+    saved = {k: os.environ.get(k) for k in added}
+    os.environ.update(added)
+    command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+               "--target-path", str(target), "--log-path", str(target)]
+    if vars_ is not None:
+        command += ["--vars", json.dumps(vars_)]
     try:
-        with parse_cache(command_target("run_dbt")) as target:
-            command = [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-                       "--target-path", str(target), "--log-path", str(target), "--quiet"]
-            if vars_ is not None:
-                command += ["--vars", json.dumps(vars_)]
-            try:
-                result = _RUNNER.invoke(command)
-            finally:
-                _close_duckdb()
+        return dbtRunner(manifest=manifest, callbacks=[listen] if listen else []).invoke(command)
     finally:
-        _LISTENERS.pop()
+        _close_duckdb()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    if not result.success:
-        failures = [f"{r.node.name}: {r.message}" for r in (result.result or []) if getattr(r, "status", None) in ("error", "fail")]
-        raise RuntimeError(f"dbt {' '.join(args)} failed: {'; '.join(failures) or result.exception}")
-    return said
 
 
-_RUNNER = None
-_LISTENERS: list = []
+def parsed_manifest(vars_: dict, warehouse=None):
+    """dbt's parsed project for these vars, parsed once per process (from the parse cache) and kept."""
+    key = (json.dumps(vars_, sort_keys=True), (TARGET_DIR / "manifest.json").stat().st_mtime_ns
+           if (TARGET_DIR / "manifest.json").exists() else 0)
+    if key not in _MANIFESTS:
+        with parse_cache(command_target("parse")) as target:
+            result = invoke_dbt(["parse", "--quiet"], target, vars_, warehouse)
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed: {result.exception}")
+        _MANIFESTS.clear()
+        _MANIFESTS[key] = result.result
+    return _MANIFESTS[key]
+
+
+def dbt_failures(result) -> str:
+    failures = [f"{r.node.name}: {r.message}" for r in (getattr(result.result, "results", None) or [])
+                if getattr(r, "status", None) in ("error", "fail")]
+    return "; ".join(failures) or str(result.exception or "dbt failed")
+
+
+_MANIFESTS: dict = {}
 
 
 def _close_duckdb() -> None:
