@@ -14,7 +14,7 @@ from dagster import (
 
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.pii import load_pii_rules
-from cdp_assets.events.rules import great_expectations_result, load_suite
+from cdp_assets.events.rules import great_expectations_result, load_suite, preload_great_expectations
 from cdp_assets.events.validate import ensure_parse_views, start_validation, validate_source
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
@@ -62,6 +62,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         parameters = {"max_event_time": now + timedelta(days=1)}
         pii = load_pii_rules(config_dir() / "pii.yaml")
+        preload_great_expectations()
         results = {}
         with warehouse.lock():
             if ensure_parse_views(warehouse, sources.values()):
