@@ -54,7 +54,7 @@ ACTIVE = [
     DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
 ]
-FOLLOW_INTERVAL_S = 10
+FOLLOW_INTERVAL_S = 5
 
 
 def active_run(instance: DagsterInstance, job_name: str):

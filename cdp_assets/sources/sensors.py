@@ -28,7 +28,7 @@ from cdp_resources import LandingZoneResource
 
 LOOKBACK_NS = 300 * 10**9
 # Listing the landing zone is cheap (a directory walk): ticks are frequent, so an event waits little.
-INTERVAL_S = 10
+INTERVAL_S = 5
 LOCK_WAIT_S = 10  # a first tick waits this long for the warehouse, then tries again next tick
 
 
