@@ -30,6 +30,11 @@ from cdp_resources.warehouse import table_exists
 
 SQL = Path(__file__).resolve().parent / "sql"
 PARSE_MACROS = [Path(__file__).resolve().parents[2] / "dbt" / "macros" / name for name in ("parse.sql", "json.sql", "debezium.sql")]
+# "partition_key is one of $keys", written so that DuckDB prunes row groups by the keys' range (partitions
+# arrive in key order) and never parses raw records of other partitions: `IN (SELECT unnest($keys))` made the
+# parse view read every raw record of the source for each chunk (6x slower for one hour at 1M events, and
+# growing with history).
+IN_PARTITIONS = "partition_key BETWEEN list_min($keys) AND list_max($keys) AND list_contains($keys, partition_key)"
 CHUNK_ROWS = 200_000  # raw records judged at once: bounds memory whatever the backlog
 EVENT_COLUMNS = [
     "event_id", "event_type", "event_name", "anonymous_id", "user_id", "previous_id", "group_id",
@@ -175,7 +180,7 @@ def validate_source(
     where = f"expectations/{suite['name']}.json"
     for number, keys in enumerate(chunks(todo), start=1):
         frame = con.execute(
-            f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
+            f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND {IN_PARTITIONS}",
             {"source": source.name, "keys": keys},
         ).pl()
         if not source.produces_events:
@@ -234,7 +239,7 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: SourceConfig) -> None
 
 
 def _replace(con, table: str, frame: pl.DataFrame, column: str, source: str, keys: list[str]) -> None:
-    con.execute(f"DELETE FROM {table} WHERE {column} = $source AND partition_key IN (SELECT unnest($keys))",
+    con.execute(f"DELETE FROM {table} WHERE {column} = $source AND {IN_PARTITIONS}",
                 {"source": source, "keys": keys})
     if len(frame):
         con.register("_rows", frame)
@@ -299,13 +304,13 @@ def _counts(frame: pl.DataFrame, tombstones: pl.DataFrame, quarantine: pl.DataFr
 
 def _remember(con, source: SourceConfig, keys: list[str], print_: str) -> None:
     params = {"source": source.name, "keys": keys, "fingerprint": print_}
-    con.execute("DELETE FROM core.validated_partitions WHERE raw_source = $source AND partition_key IN (SELECT unnest($keys))",
+    con.execute(f"DELETE FROM core.validated_partitions WHERE raw_source = $source AND {IN_PARTITIONS}",
                 {"source": source.name, "keys": keys})
     if table_exists(con, f"raw.{source.name}"):
         con.execute(
             f"""INSERT INTO core.validated_partitions
                 SELECT $source, partition_key, count(*), max(loaded_at), $fingerprint FROM raw."{source.name}"
-                WHERE partition_key IN (SELECT unnest($keys)) GROUP BY partition_key""",
+                WHERE {IN_PARTITIONS} GROUP BY partition_key""",
             params,
         )
 

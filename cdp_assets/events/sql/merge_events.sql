@@ -3,10 +3,11 @@
 -- core.event_duplicates, so a replay counts once and removing the winner's partition promotes the next copy.
 -- A row of cdp.events whose content did not change keeps its batch; one that changed or vanished moves to
 -- core.events_removed (what downstream models read to forget it).
+-- Partitions are matched by range and membership, so DuckDB skips row groups outside the keys' range.
 CREATE OR REPLACE TEMP TABLE _old AS
-    SELECT * FROM cdp.events WHERE raw_source = $source AND partition_key IN (SELECT unnest($partitions))
+    SELECT * FROM cdp.events WHERE raw_source = $source AND partition_key BETWEEN list_min($partitions) AND list_max($partitions) AND list_contains($partitions, partition_key)
     UNION ALL
-    SELECT * FROM core.event_duplicates WHERE raw_source = $source AND partition_key IN (SELECT unnest($partitions));
+    SELECT * FROM core.event_duplicates WHERE raw_source = $source AND partition_key BETWEEN list_min($partitions) AND list_max($partitions) AND list_contains($partitions, partition_key);
 CREATE OR REPLACE TEMP TABLE _ids AS
     SELECT event_id FROM _old UNION SELECT event_id FROM _accepted;
 CREATE OR REPLACE TEMP TABLE _candidates AS
@@ -14,7 +15,8 @@ CREATE OR REPLACE TEMP TABLE _candidates AS
         SELECT * FROM cdp.events SEMI JOIN _ids USING (event_id)
         UNION ALL
         SELECT * FROM core.event_duplicates SEMI JOIN _ids USING (event_id)
-    ) WHERE NOT (raw_source = $source AND partition_key IN (SELECT unnest($partitions)))
+    ) WHERE NOT coalesce(raw_source = $source AND partition_key BETWEEN list_min($partitions) AND list_max($partitions)
+                         AND list_contains($partitions, partition_key), false)
     UNION ALL BY NAME
     SELECT *, $batch::BIGINT AS _batch_id FROM _accepted;
 CREATE OR REPLACE TEMP TABLE _winners AS

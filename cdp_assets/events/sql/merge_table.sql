@@ -4,9 +4,9 @@
 -- change keeps its batch (and the time it was first received); one that changed or ended moves to
 -- {removed} (what downstream models read to forget it).
 CREATE OR REPLACE TEMP TABLE _keys AS
-    SELECT {key} AS k FROM {changes} WHERE partition_key IN (SELECT unnest($partitions)) AND {key} IS NOT NULL
+    SELECT {key} AS k FROM {changes} WHERE partition_key BETWEEN list_min($partitions) AND list_max($partitions) AND list_contains($partitions, partition_key) AND {key} IS NOT NULL
     UNION SELECT {key} FROM _accepted WHERE {key} IS NOT NULL;
-DELETE FROM {changes} WHERE partition_key IN (SELECT unnest($partitions));
+DELETE FROM {changes} WHERE partition_key BETWEEN list_min($partitions) AND list_max($partitions) AND list_contains($partitions, partition_key);
 INSERT INTO {changes} BY NAME SELECT *, $batch::BIGINT AS _batch_id FROM _accepted;
 CREATE OR REPLACE TEMP TABLE _latest AS
     SELECT * FROM {changes} c SEMI JOIN _keys ON c.{key} = _keys.k
