@@ -26,7 +26,7 @@ pytestmark = pytest.mark.spark
 # bookkeeping of dbt/macros/incremental.sql).
 SOURCE_TABLES = [
     "raw.web", "raw.crm_customers", "raw.orders", "raw.pos",
-    "cdp.events", "cdp.id_map", "core.persons", "core.events_removed", "core.id_map_changes",
+    "cdp.events", "cdp.id_map", "core.persons", "core.events_removed", "core.id_map_changes", "core.batches",
     "validated.crm_customers", "validated.orders", "validated.pos",
     "validated.crm_customers_removed", "validated.orders_removed", "validated.pos_removed",
 ]

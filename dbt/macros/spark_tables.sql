@@ -102,9 +102,26 @@
     {%- do run_query('create table ' ~ new ~ ' using parquet as select * from ' ~ source) -%}
     {%- set matches = [] -%}
     {%- for key in keys -%}{%- do matches.append('d.' ~ key ~ ' = n.' ~ key) -%}{%- endfor -%}
+    {%- if run_query('select count(*) from ' ~ new).rows[0][0] > 0 -%}
     {%- do spark_rewrite(target,
         'select ' ~ columns ~ ' from ' ~ target ~ ' as d left anti join ' ~ new ~ ' as n on ' ~ matches | join(' and ')
         ~ ' union all select ' ~ columns ~ ' from ' ~ new) -%}
+    {%- endif -%}
     {%- do run_query('drop table ' ~ new) -%}
     select 1
+{%- endmacro %}
+
+{#- Where dbt-spark puts a table it creates: `location_root` when configured (dbt-spark's own rule), else the
+    directory Spark would choose (`<warehouse>/<schema>.db/<table>`), named explicitly. A process registers
+    the warehouse's existing directories as tables (cdp_assets/dbt/spark.py), and dropping such a table keeps
+    its files; Spark creates a table over a non-empty directory only when told its location (with
+    spark.sql.legacy.allowNonEmptyLocationInCTAS, set by profiles.yml and cdp_resources/spark.py). -#}
+{% macro spark__location_clause() -%}
+    {%- set location_root = config.get('location_root', validator=validation.any[basestring]) -%}
+    {%- if location_root is not none %}
+    location '{{ location_root }}/{{ model['alias'] }}'
+    {%- elif execute %}
+    {%- set warehouse = run_query('set spark.sql.warehouse.dir').rows[0][1] %}
+    location '{{ warehouse.rstrip('/') }}/{{ model['schema'] }}.db/{{ model['alias'] }}'
+    {%- endif %}
 {%- endmacro %}
