@@ -77,28 +77,20 @@ def _plain(value):
 
 
 def copy_to_spark(con: duckdb.DuckDBPyConnection, engine, tables: list[str]) -> None:
-    """Each DuckDB table as a Parquet table of the Spark warehouse (JSON as text, unsigned hashes as decimals,
-    times as Spark timestamps: naive UTC in a UTC session)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
-    from pyspark.sql.types import TimestampNTZType
-
-    session = engine.session()
-    frames = {}
+    """Each DuckDB table as a Parquet directory of the Spark warehouse, as the platform's Spark stages lay them
+    out (`<schema>.db/<table>/`): JSON as text, unsigned hashes as decimals, times as instants (naive UTC times
+    in DuckDB, Spark timestamps in a UTC session). prepare_session registers them."""
+    con.execute("SET TimeZone = 'UTC'")
     for table in tables:
         schema, name = table.split(".")
         types = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
             "ORDER BY ordinal_position", [schema, name]).fetchall()
-        casts = {"JSON": "VARCHAR", "UBIGINT": "DECIMAL(20, 0)"}
+        casts = {"JSON": "VARCHAR", "UBIGINT": "DECIMAL(20, 0)", "TIMESTAMP": "TIMESTAMPTZ"}
         select = ", ".join(f"{_quote(c)}::{casts[t]} AS {_quote(c)}" if t in casts else _quote(c) for c, t in types)
-        rows = con.execute(f"SELECT {select} FROM {table}").fetch_arrow_table()
-        # (pyspark cannot take an Arrow table without rows: its schema then)
-        frame = session.createDataFrame(rows) if rows.num_rows else session.createDataFrame([], from_arrow_schema(rows.schema))
-        frames[table] = frame.select(*[
-            F.col(f.name).cast("timestamp").alias(f.name) if isinstance(f.dataType, TimestampNTZType) else F.col(f.name)
-            for f in frame.schema.fields])
-    engine.replace_tables(frames)
+        directory = engine.location(table)
+        directory.mkdir(parents=True)
+        con.execute(f"COPY (SELECT {select} FROM {table}) TO '{directory / 'part-0.parquet'}' (FORMAT parquet)")
 
 
 @pytest.fixture(scope="module")
