@@ -39,6 +39,9 @@ _DEFAULTS = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # A table registered from its directory (cdp_assets/dbt/spark.py) and dropped keeps its files: dbt's
+    # rebuild of it (`create table ... as`) then writes into that directory.
+    "spark.sql.legacy.allowNonEmptyLocationInCTAS": "true",
 }
 
 

@@ -21,7 +21,7 @@
         {{ prop }}
     {%- else -%}
         {%- set type = spec.get('type') or ('number' if spec.aggregate == 'sum' else 'string') -%}
-        try_cast(properties ->> '$."{{ prop }}"' as {{ {'number': 'double', 'string': 'varchar', 'timestamp': 'timestamp'}[type] }})
+        try_cast({{ json_text_at_key('properties', prop) }} as {{ {'number': 'double', 'string': t_string(), 'timestamp': 'timestamp'}[type] }})
     {%- endif -%}
 {%- endmacro %}
 
@@ -30,11 +30,14 @@
     {%- set events = [spec.event] if spec.get('event') is string else spec.get('event', []) -%}
     true
     {%- if events %} and event_name in ({% for e in events %}'{{ e }}'{{ ", " if not loop.last }}{% endfor %}){% endif %}
-    {%- if window and spec.get('within_days') %} and {{ computed_over(spec.over).time }} >= {{ utc_now() }} - interval ({{ spec.within_days | int }}) day{% endif %}
+    {%- if window and spec.get('within_days') %} and {{ computed_over(spec.over).time }} >= {{ days_before(utc_now(), spec.within_days) }}{% endif %}
 {%- endmacro %}
 
 {# The aggregate of one trait over a person's rows (person_computed_base). #}
 {% macro computed_aggregate(spec) -%}
+    {{ return(adapter.dispatch('computed_aggregate', 'cdp')(spec)) }}
+{%- endmacro %}
+{% macro default__computed_aggregate(spec) -%}
     {%- set v = computed_value(spec) -%}
     {%- set over = computed_over(spec.over) -%}
     {%- set f = computed_filter(spec) -%}
@@ -59,11 +62,28 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- Spark: min_by/max_by for arg_min/arg_max, collect_list for list (which drops nulls, as list_distinct does),
+    mode(v, true) for the histogram's most frequent value (ties to the smallest value, as its sort does). -#}
+{% macro spark__computed_aggregate(spec) -%}
+    {%- set v = computed_value(spec) -%}
+    {%- set over = computed_over(spec.over) -%}
+    {%- set f = computed_filter(spec) -%}
+    {%- set a = spec.aggregate -%}
+    {%- if a in ('first', 'last') -%}
+        {{ 'min_by' if a == 'first' else 'max_by' }}({{ v }}, struct({{ over.time }}, {{ over.id }})) filter (where {{ f }} and {{ v }} is not null)
+    {%- elif a == 'distinct_values' and spec.property == 'items' -%}
+        array_sort(array_distinct(filter(flatten(collect_list({{ v }}) filter (where {{ f }})), x -> x is not null)))
+    {%- elif a == 'distinct_values' -%} array_sort(array_distinct(collect_list({{ v }}) filter (where {{ f }})))
+    {%- elif a == 'most_frequent' -%} mode({{ v }}, true) filter (where {{ f }})
+    {%- else -%} {{ default__computed_aggregate(spec) }}
+    {%- endif -%}
+{%- endmacro %}
+
 {# A person with no rows: counts are 0, lists empty, the rest unknown. #}
 {% macro computed_default(spec, expression) -%}
     {%- if spec.aggregate in ('count', 'distinct_count') -%} coalesce({{ expression }}, 0)
     {%- elif spec.aggregate == 'sum' -%} coalesce({{ expression }}, 0)::double
-    {%- elif spec.aggregate == 'distinct_values' -%} coalesce({{ expression }}, []::varchar[])
+    {%- elif spec.aggregate == 'distinct_values' -%} coalesce({{ expression }}, {{ empty_strings() }})
     {%- else -%} {{ expression }}
     {%- endif -%}
 {%- endmacro %}
@@ -71,7 +91,7 @@
 {# What a trait is at build time, from its stored aggregate (person_computed_traits). #}
 {% macro computed_final(spec, column) -%}
     {%- if spec.aggregate in ('days_since_first', 'days_since_last') -%}
-        date_diff('day', {{ column }}, {{ utc_now() }})
+        {{ days_between(column, utc_now()) }}
     {%- else -%} {{ column }}
     {%- endif -%}
 {%- endmacro %}

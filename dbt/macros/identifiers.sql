@@ -17,7 +17,7 @@
     {%- for type, expression in event_identifiers %}
         {{ 'union all' if not loop.first }}
         select 'events:' || event_id as record_id, source, {{ cdp_literal(type) }} as identifier_type,
-               ({{ expression }})::varchar as raw_value, occurred_at as seen_at
+               ({{ expression }})::{{ t_string() }} as raw_value, occurred_at as seen_at
         from ({{ events }}) as e
     {%- endfor %}
     {%- for name, rows in tables.items() %}
@@ -25,8 +25,8 @@
         {%- set seen = cdp_ident(source.time_column) if source.get('time_column') else 'received_at' -%}
         {%- for column, type in source.identifiers.items() %}
         union all
-        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::varchar, {{ cdp_literal(name) }},
-               {{ cdp_literal(type) }}, {{ cdp_ident(column) }}::varchar, {{ seen }}::timestamp
+        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::{{ t_string() }}, {{ cdp_literal(name) }},
+               {{ cdp_literal(type) }}, {{ cdp_ident(column) }}::{{ t_string() }}, {{ seen }}::timestamp
         from ({{ rows }}) as t
         {%- endfor %}
     {%- endfor %}
@@ -57,6 +57,6 @@
     {%- if var('now', none) -%}
         '{{ var('now') | replace("'", "''") }}'::timestamp
     {%- else -%}
-        (now() at time zone 'UTC')::timestamp
+        {{ now_utc() }}
     {%- endif -%}
 {%- endmacro %}

@@ -18,8 +18,7 @@
 
 {# post-hook: the model has read everything up to the current batch. #}
 {% macro advance_watermark(consumer=none) -%}
-    insert or replace into {{ bookkeeping('watermarks') }}
-    values ({{ cdp_literal(consumer or this.identifier) }}, {{ current_batch() }})
+    {{ upsert_row(bookkeeping('watermarks'), [cdp_literal(consumer or this.identifier), current_batch()]) }}
 {%- endmacro %}
 
 {#- Incremental models depend on the configuration (sources, identity rules, traits) and on erasures (which
@@ -45,12 +44,24 @@
 
 {# pre-hook of a configuration-dependent incremental model: start over when the configuration changed. #}
 {% macro forget_all_if_config_changed() -%}
-    {%- if is_incremental() and full_rebuild_needed() -%} delete from {{ this }} {%- else -%} select 1 {%- endif -%}
+    {%- if is_incremental() and full_rebuild_needed() -%} {{ forget_all() }} {%- else -%} select 1 {%- endif -%}
 {%- endmacro %}
+
+{% macro forget_all() -%}
+    {{ return(adapter.dispatch('forget_all', 'cdp')()) }}
+{%- endmacro %}
+{% macro default__forget_all() -%} delete from {{ this }} {%- endmacro %}
+{% macro spark__forget_all() -%} {{ delete_rows(this, 'true') }} {%- endmacro %}
 
 {# post-hook: the configuration the model's rows were built with. #}
 {% macro record_config_digest() -%}
+    {{ return(adapter.dispatch('record_config_digest', 'cdp')()) }}
+{%- endmacro %}
+{% macro default__record_config_digest() -%}
     insert or replace into {{ bookkeeping('model_digests') }} values ({{ cdp_literal(this.identifier) }}, {{ cdp_literal(config_digest()) }})
+{%- endmacro %}
+{% macro spark__record_config_digest() -%}
+    {{ upsert_row(bookkeeping('model_digests'), [cdp_literal(this.identifier), cdp_literal(config_digest())]) }}
 {%- endmacro %}
 
 {#- Changed rows of a validated table since `since` (a SQL expression): `live` the current rows stamped
@@ -64,7 +75,7 @@
 {%- endmacro %}
 
 {% macro validated_since(name, since, removed=false) -%}
-    {%- set table = api.Relation.create(database=target.database, schema='validated', identifier=name ~ ('_removed' if removed else '')) -%}
+    {%- set table = warehouse_relation('validated', name ~ ('_removed' if removed else '')) -%}
     select * from {{ table }} where {{ '_removed_batch_id' if removed else '_batch_id' }} > {{ since }}
 {%- endmacro %}
 
@@ -80,21 +91,44 @@
 {# pre-hook of a model keyed by record: forget the records replaced or deleted since it last ran. #}
 {% macro forget_removed_records() -%}
     {%- if is_incremental() -%}
-    delete from {{ this }} where record_id in (
+    {%- set removed -%}
+    record_id in (
         select 'events:' || event_id from ({{ events_since(watermark(), removed=true) }})
         {%- for name, source in var('sources').items() if source.kind not in ('events', 'webhook') %}
         union all
-        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::varchar
+        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::{{ t_string() }}
         from ({{ validated_since(name, watermark(), removed=true) }})
         {%- endfor %}
     )
+    {%- endset -%}
+    {{ delete_rows(this, removed) }}
     {%- else -%} select 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- pre-hook of a model keyed by identifier: forget its rows naming an identifier touched since it last ran
+    (core.touched_identifiers); `columns`: the (type, value) column pairs that name an identifier in a row. -#}
+{% macro forget_touched_identifiers(columns) -%}
+    {{ return(adapter.dispatch('forget_touched_identifiers', 'cdp')(columns)) }}
+{%- endmacro %}
+{% macro default__forget_touched_identifiers(columns) -%}
+    delete from {{ this }} d using (select distinct identifier_type, identifier_value from {{ ref('touched_identifiers') }} where _batch_id > {{ watermark() }}) t
+    where {% for type, value in columns %}{{ ' or ' if not loop.first }}(d.{{ type }} = t.identifier_type and d.{{ value }} = t.identifier_value){% endfor %}
+{%- endmacro %}
+{% macro spark__forget_touched_identifiers(columns) -%}
+    {%- set condition -%}
+    exists (select 1 from {{ ref('touched_identifiers') }} as t where t._batch_id > {{ watermark() }}
+            and ({% for type, value in columns %}{{ ' or ' if not loop.first }}(d.{{ type }} = t.identifier_type and d.{{ value }} = t.identifier_value){% endfor %}))
+    {%- endset -%}
+    {{ delete_rows(this, condition) }}
 {%- endmacro %}
 
 {#- on-run-start: the bookkeeping tables (as cdp_assets/events/sql/state.sql creates them), and a batch of
     this dbt run, so every row it stamps is newer than what any consumer has read so far. -#}
 {% macro start_batch() -%}
+    {{ return(adapter.dispatch('start_batch', 'cdp')()) }}
+{%- endmacro %}
+{% macro default__start_batch() -%}
     create schema if not exists core;
     create table if not exists core.batches (batch_id bigint, stage varchar, started_at timestamp);
     create table if not exists core.watermarks (consumer varchar primary key, batch_id bigint);
@@ -103,10 +137,22 @@
         person_before varchar, person_after varchar, _batch_id bigint);
     insert into core.batches select coalesce(max(batch_id), 0) + 1, 'dbt', (now() at time zone 'UTC')::timestamp from core.batches;
 {%- endmacro %}
+{#- one statement per call on Spark; Parquet tables (no keys) -#}
+{% macro spark__start_batch() -%}
+    {%- if execute -%}
+    {%- do run_query('create schema if not exists core') -%}
+    {%- do run_query('create table if not exists core.batches (batch_id bigint, stage string, started_at timestamp) using parquet') -%}
+    {%- do run_query('create table if not exists core.watermarks (consumer string, batch_id bigint) using parquet') -%}
+    {%- do run_query('create table if not exists core.model_digests (model string, digest string) using parquet') -%}
+    {%- do run_query('create table if not exists core.id_map_changes (identifier_type string, identifier_value string, person_before string, person_after string, _batch_id bigint) using parquet') -%}
+    {%- do run_query("insert into core.batches select coalesce(max(batch_id), 0) + 1, 'dbt', " ~ now_utc() ~ " from core.batches") -%}
+    {%- endif -%}
+    select 1
+{%- endmacro %}
 
 {#- A table the platform's Python stages keep for incremental runs (core.batches, core.watermarks,
     core.model_digests, core.events_removed, core.id_map_changes): read as a plain relation, not a dbt source,
     since it is bookkeeping rather than an asset. -#}
 {% macro bookkeeping(name) -%}
-    {{ return(api.Relation.create(database=target.database, schema='core', identifier=name)) }}
+    {{ return(warehouse_relation('core', name)) }}
 {%- endmacro %}

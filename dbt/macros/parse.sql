@@ -52,7 +52,7 @@
 
 {# The raw table of a configured source. #}
 {% macro raw_relation(name) -%}
-    {{ return(api.Relation.create(database=target.database, schema='raw', identifier=name)) }}
+    {{ return(warehouse_relation('raw', name)) }}
 {%- endmacro %}
 
 {# Raw rows with their JSON (null when the record is not one JSON object); `name` none: no rows. #}
@@ -314,9 +314,21 @@
 {#- on-run-start: an empty raw table for every configured source not extracted yet, so the parse views bind
     (the same shape the extract assets create: cdp_assets/sources/assets.py RAW_DDL). -#}
 {% macro create_raw_tables() -%}
+    {{ return(adapter.dispatch('create_raw_tables', 'cdp')()) }}
+{%- endmacro %}
+{% macro default__create_raw_tables() -%}
     create schema if not exists raw;
     {%- for name in var('sources') %}
     create table if not exists {{ raw_relation(name) }} (
         partition_key varchar, file varchar, line_no bigint, record varchar, loaded_at timestamp);
     {%- endfor %}
+{%- endmacro %}
+{% macro spark__create_raw_tables() -%}
+    {%- if execute -%}
+    {%- do run_query('create schema if not exists raw') -%}
+    {%- for name in var('sources') %}
+    {%- do run_query('create table if not exists ' ~ raw_relation(name) ~ ' (partition_key string, file string, line_no bigint, record string, loaded_at timestamp) using parquet') -%}
+    {%- endfor %}
+    {%- endif -%}
+    select 1
 {%- endmacro %}

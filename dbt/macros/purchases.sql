@@ -10,13 +10,13 @@
                 {%- do parts.append("select nullif(trim(" ~ json_text('e.properties', '$.' ~ p['id']) ~ "), '') as purchase_id from ("
                     ~ events_since(since, removed) ~ ") as e where e.event_type = 'track' and e.event_name = " ~ cdp_literal(p['event'])) -%}
             {%- else -%}
-                {%- do parts.append("select t." ~ cdp_ident(p['id']) ~ "::varchar as purchase_id from (" ~ validated_since(name, since, removed) ~ ") as t") -%}
+                {%- do parts.append("select t." ~ cdp_ident(p['id']) ~ "::" ~ t_string() ~ " as purchase_id from (" ~ validated_since(name, since, removed) ~ ") as t") -%}
             {%- endif -%}
         {%- endfor -%}
     {%- endfor -%}
     {%- if parts -%}
     {{ parts | join('\n    union\n    ') }}
     {%- else -%}
-    select null::varchar as purchase_id where false
+    select null::{{ t_string() }} as purchase_id where false
     {%- endif -%}
 {%- endmacro %}

@@ -51,9 +51,9 @@
         {%- set seen = cdp_ident(source.time_column) if source.get('time_column') else 'received_at' -%}
         {%- for trait in source.traits %}
         union all
-        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::varchar,
-               {{ cdp_literal(source.identifiers[column]) }}, {{ cdp_ident(column) }}::varchar, {{ cdp_literal(trait) }},
-               {{ cdp_ident(trait) }}::varchar, {{ cdp_literal(name) }}, {{ trait_rank(trait, name) }}, {{ seen }}::timestamp
+        select {{ cdp_literal(name ~ ':') }} || {{ cdp_ident(source.primary_key) }}::{{ t_string() }},
+               {{ cdp_literal(source.identifiers[column]) }}, {{ cdp_ident(column) }}::{{ t_string() }}, {{ cdp_literal(trait) }},
+               {{ cdp_ident(trait) }}::{{ t_string() }}, {{ cdp_literal(name) }}, {{ trait_rank(trait, name) }}, {{ seen }}::timestamp
         from ({{ rows }}) as t
         {%- endfor %}
     {%- endfor %}
@@ -67,4 +67,24 @@
         {%- do tables.update({name: validated_since(name, since, removed)}) -%}
     {%- endfor -%}
     {{ record_observations(events_since(since, removed), tables) }}
+{%- endmacro %}
+
+{# One row per person of (person_id, trait, value) rows `relation`, a column per trait of `traits`. #}
+{% macro pivot_traits(relation, traits) -%}
+    {{ return(adapter.dispatch('pivot_traits', 'cdp')(relation, traits)) }}
+{%- endmacro %}
+{% macro default__pivot_traits(relation, traits) -%}
+    pivot (select person_id, trait, value from {{ relation }})
+    on trait in ({% for trait in traits %}'{{ trait }}'{{ ", " if not loop.last }}{% endfor %})
+    using first(value)
+    group by person_id
+{%- endmacro %}
+{#- survivorship keeps one value per person and trait (tested): max() is that value -#}
+{% macro spark__pivot_traits(relation, traits) -%}
+    select person_id
+    {%- for trait in traits %},
+        max(value) filter (where trait = {{ cdp_literal(trait) }}) as {{ cdp_ident(trait) }}
+    {%- endfor %}
+    from {{ relation }}
+    group by person_id
 {%- endmacro %}

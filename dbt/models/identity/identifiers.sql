@@ -6,7 +6,7 @@
     incremental_strategy='append',
     pre_hook=[
         "{{ forget_all_if_config_changed() }}",
-        "{% if is_incremental() %}delete from {{ this }} i using (select distinct identifier_type, identifier_value from {{ ref('touched_identifiers') }} where _batch_id > {{ watermark() }}) t where i.identifier_type = t.identifier_type and i.identifier_value = t.identifier_value{% else %}select 1{% endif %}",
+        "{% if is_incremental() %}{{ forget_touched_identifiers([('identifier_type', 'identifier_value')]) }}{% else %}select 1{% endif %}",
     ],
     post_hook=["{{ advance_watermark() }}", "{{ record_config_digest() }}"],
 ) }}

@@ -10,7 +10,7 @@
     incremental_strategy='append',
     pre_hook=[
         "{{ forget_all_if_config_changed() }}",
-        "{% if is_incremental() %}delete from {{ this }} e using (select distinct identifier_type, identifier_value from {{ ref('touched_identifiers') }} where _batch_id > {{ watermark() }}) t where (e.left_type = t.identifier_type and e.left_value = t.identifier_value) or (e.right_type = t.identifier_type and e.right_value = t.identifier_value){% else %}select 1{% endif %}",
+        "{% if is_incremental() %}{{ forget_touched_identifiers([('left_type', 'left_value'), ('right_type', 'right_value')]) }}{% else %}select 1{% endif %}",
     ],
     post_hook=["{{ advance_watermark() }}", "{{ record_config_digest() }}"],
 ) }}

@@ -7,6 +7,6 @@
 select channel, purchase_id, person_id, amount, purchased_at, items
 from (
     select * from {{ ref('purchase_claims') }}
-    qualify row_number() over (partition by purchase_id order by source_rank, source_order, purchased_at, channel) = 1
+    qualify row_number() over (partition by purchase_id order by source_rank, source_order, purchased_at nulls last, channel nulls last) = 1
 ) as claimed
-where counts and amount is not null and isfinite(amount)
+where counts and amount is not null and {{ is_finite('amount') }}

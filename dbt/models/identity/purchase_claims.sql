@@ -9,7 +9,7 @@
 {%- for name, source in var('sources').items() if source.get('purchases') %}
 {%- set p = source.purchases %}
 {%- if source.kind in ('events', 'webhook') %}
-{%- set items = "coalesce(json_extract_string(e.properties, " ~ cdp_literal('$.' ~ p['items']) ~ ")::varchar[], []::varchar[])" if p.get('items') else "[]::varchar[]" %}
+{%- set items = "coalesce(" ~ json_strings_at('e.properties', '$.' ~ p['items']) ~ ", " ~ empty_strings() ~ ")" if p.get('items') else empty_strings() %}
 {%- do parts.append("select " ~ cdp_literal(name) ~ " as channel, 1 as source_rank, " ~ loop.index ~ " as source_order, true as counts, "
     ~ "nullif(trim(" ~ json_text('e.properties', '$.' ~ p['id']) ~ "), '') as purchase_id, e.person_id, "
     ~ "try_cast(" ~ json_text('e.properties', '$.' ~ p['amount']) ~ " as double) as amount, e.occurred_at as purchased_at, "
@@ -19,12 +19,12 @@
 {%- set conditions = [] %}
 {%- for only_column, value in (p.get('only') or {}).items() %}{% do conditions.append('t.' ~ cdp_ident(only_column) ~ ' = ' ~ cdp_literal(value)) %}{% endfor %}
 {%- do parts.append("select " ~ cdp_literal(name) ~ " as channel, 0 as source_rank, " ~ loop.index ~ " as source_order, "
-    ~ "coalesce(" ~ (conditions | join(' and ') if conditions else 'true') ~ ", false) as counts, t." ~ cdp_ident(p['id']) ~ "::varchar as purchase_id, i.person_id, t." ~ cdp_ident(p['amount']) ~ "::double as amount, "
+    ~ "coalesce(" ~ (conditions | join(' and ') if conditions else 'true') ~ ", false) as counts, t." ~ cdp_ident(p['id']) ~ "::" ~ t_string() ~ " as purchase_id, i.person_id, t." ~ cdp_ident(p['amount']) ~ "::double as amount, "
     ~ "t." ~ cdp_ident(p['at']) ~ "::timestamp as purchased_at, "
-    ~ ("coalesce(t." ~ cdp_ident(p['items']) ~ "::varchar[], []::varchar[])" if p.get('items') else "[]::varchar[]") ~ " as items "
-    ~ "from " ~ api.Relation.create(database=target.database, schema='validated', identifier=name) ~ " as t "
+    ~ ("coalesce(t." ~ cdp_ident(p['items']) ~ "::" ~ t_strings() ~ ", " ~ empty_strings() ~ ")" if p.get('items') else empty_strings()) ~ " as items "
+    ~ "from " ~ warehouse_relation('validated', name) ~ " as t "
     ~ "join " ~ ref('identifier_persons') ~ " as i on i.identifier_type = " ~ cdp_literal(source.identifiers[column])
-    ~ " and i.raw_value = t." ~ cdp_ident(column) ~ "::varchar") %}
+    ~ " and i.raw_value = t." ~ cdp_ident(column) ~ "::" ~ t_string()) %}
 {%- endif %}
 {%- endfor %}
 
@@ -32,8 +32,8 @@ select * from (
 {%- if parts %}
     {{ parts | join('\n    union all\n    ') }}
 {%- else %}
-    select null::varchar as channel, 0 as source_rank, 0 as source_order, true as counts, null::varchar as purchase_id,
-           null::varchar as person_id, null::double as amount, null::timestamp as purchased_at, []::varchar[] as items
+    select null::{{ t_string() }} as channel, 0 as source_rank, 0 as source_order, true as counts, null::{{ t_string() }} as purchase_id,
+           null::{{ t_string() }} as person_id, null::double as amount, null::timestamp as purchased_at, {{ empty_strings() }} as items
     where false
 {%- endif %}
 ) as claims

@@ -12,7 +12,7 @@
     on_schema_change='sync_all_columns',
     pre_hook=["{{ forget_all_if_config_changed() }}"],
     post_hook=[
-        "delete from {{ this }} where person_id not in (select person_id from {{ source('core', 'persons') }})",
+        "{{ delete_rows(this, 'person_id not in (select person_id from ' ~ source('core', 'persons') ~ ')') }}",
         "{{ advance_watermark() }}",
         "{{ record_config_digest() }}",
     ],
@@ -41,8 +41,8 @@ changed as (
     select r.person_id
     from {{ spec.over }} as r
     where {{ computed_filter(spec, window=false) }}
-      and r.{{ time }} >= (select max(computed_at) from {{ this }}) - interval ({{ spec.within_days | int }}) day
-      and r.{{ time }} < {{ utc_now() }} - interval ({{ spec.within_days | int }}) day
+      and r.{{ time }} >= {{ days_before('(select max(computed_at) from ' ~ this ~ ')', spec.within_days) }}
+      and r.{{ time }} < {{ days_before(utc_now(), spec.within_days) }}
     {%- endfor %}
 {%- else %}
     select person_id from {{ source('core', 'persons') }}
@@ -57,7 +57,7 @@ changed as (
     select
         person_id,
     {%- for name, spec in over_traits %}
-        {{ computed_aggregate(spec) }} as "{{ name }}"{{ "," if not loop.last }}
+        {{ computed_aggregate(spec) }} as {{ cdp_ident(name) }}{{ "," if not loop.last }}
     {%- endfor %}
     from {{ over }}
     where person_id in (select person_id from changed)
@@ -69,7 +69,7 @@ changed as (
 select
     c.person_id,
 {%- for name, spec in traits.items() %}
-    {{ computed_default(spec, spec.over ~ '_traits."' ~ name ~ '"') }} as "{{ name }}",
+    {{ computed_default(spec, spec.over ~ '_traits.' ~ cdp_ident(name)) }} as {{ cdp_ident(name) }},
 {%- endfor %}
     {{ utc_now() }} as computed_at
 from (select distinct person_id from changed) as c

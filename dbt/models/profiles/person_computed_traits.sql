@@ -14,18 +14,18 @@ buyers as (
     select
         person_id,
         {%- for score, trait in [('recency', rfm.recency), ('frequency', rfm.frequency), ('monetary', rfm.monetary)] %}
-        1 + floor(5 * (rank() over (order by "{{ trait }}") - 1) / count(*) over ())::integer as rfm_{{ score }}
+        1 + floor(5 * (rank() over (order by {{ cdp_ident(trait) }} nulls last) - 1) / count(*) over ())::integer as rfm_{{ score }}
         {{- "," if not loop.last }}
         {%- endfor %}
     from base
-    where "{{ rfm.frequency }}" > 0
+    where {{ cdp_ident(rfm.frequency) }} > 0
 )
 {%- endif %}
 
 select
     base.person_id
 {%- for name, spec in traits.items() %},
-    {{ computed_final(spec, 'base."' ~ name ~ '"') }} as "{{ name }}"
+    {{ computed_final(spec, 'base.' ~ cdp_ident(name)) }} as {{ cdp_ident(name) }}
 {%- endfor %}
 {%- if rfm %},
     buyers.rfm_recency,

@@ -8,7 +8,7 @@
     incremental_strategy='append',
     pre_hook=[
         "{{ forget_all_if_config_changed() }}",
-        "{% if is_incremental() %}delete from {{ this }} where person_id in (select person_id from {{ ref('affected_persons') }} where _batch_id > {{ watermark() }}) or person_id not in (select person_id from {{ source('core', 'persons') }}){% else %}select 1{% endif %}",
+        "{% if is_incremental() %}{{ delete_rows(this, 'person_id in (select person_id from ' ~ ref('affected_persons') ~ ' where _batch_id > ' ~ watermark() ~ ') or person_id not in (select person_id from ' ~ source('core', 'persons') ~ ')') }}{% else %}select 1{% endif %}",
     ],
     post_hook=["{{ advance_watermark() }}", "{{ record_config_digest() }}"],
 ) }}
@@ -33,4 +33,4 @@ with observed as (
 
 select person_id, trait, value, source, observed_at, {{ current_batch() }} as _batch_id
 from observed
-qualify row_number() over (partition by person_id, trait order by source_rank, observed_at desc, value) = 1
+qualify row_number() over (partition by person_id, trait order by source_rank nulls last, observed_at desc nulls last, value nulls last) = 1

@@ -3,7 +3,7 @@
 {{ config(schema='core', materialized='view') }}
 {%- set clock = ['row_hash', '_batch_id'] %}
 {%- for name, spec in var('computed_traits').items() if spec.aggregate in ('days_since_first', 'days_since_last') %}
-{%- do clock.append('"' ~ name ~ '"') %}
+{%- do clock.append(cdp_ident(name)) %}
 {%- endfor %}
-select * exclude ({{ clock | join(', ') }})
+select {{ star_except(none, clock) }}
 from {{ ref('profiles') }}

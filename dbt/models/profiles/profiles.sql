@@ -12,7 +12,7 @@
     on_schema_change='sync_all_columns',
     pre_hook=["{{ forget_all_if_config_changed() }}"],
     post_hook=[
-        "delete from {{ this }} where person_id not in (select person_id from {{ source('core', 'persons') }})",
+        "{{ delete_rows(this, 'person_id not in (select person_id from ' ~ source('core', 'persons') ~ ')') }}",
         "{{ record_config_digest() }}",
     ],
 ) }}
@@ -34,10 +34,7 @@ identifiers as (
 ),
 
 traits as (
-    pivot (select person_id, trait, value from {{ ref('person_trait_values') }})
-    on trait in ({% for trait in var('profile_traits') %}'{{ trait }}'{{ ", " if not loop.last }}{% endfor %})
-    using first(value)
-    group by person_id
+    {{ pivot_traits(ref('person_trait_values'), var('profile_traits')) }}
 ),
 
 profiles as (
@@ -46,11 +43,11 @@ select
     coalesce(traits.email, identifiers.any_email) as email,
     coalesce(traits.phone, identifiers.any_phone) as phone,
 {%- for trait in var('profile_traits') if trait not in ('email', 'phone') %}
-    traits."{{ trait }}",
+    traits.{{ cdp_ident(trait) }},
 {%- endfor %}
     identifiers.first_seen_at,
     identifiers.last_seen_at,
-    computed.* exclude (person_id),  -- the computed traits, then the RFM scores if `rfm:` is set
+    {{ star_except('computed', ['person_id']) }},  -- the computed traits, then the RFM scores if `rfm:` is set
     p.created_at as person_created_at
 from persons as p
 left join identifiers using (person_id)
@@ -59,7 +56,7 @@ left join {{ ref('person_computed_traits') }} as computed using (person_id)
 ),
 
 hashed as (
-    select *, hash(profiles) as row_hash from profiles
+    select *, {{ row_hash('profiles') }} as row_hash from profiles
 )
 
 select h.*, {{ current_batch() }} as _batch_id

@@ -8,7 +8,7 @@
     incremental_strategy='append',
     pre_hook=[
         "{{ forget_all_if_config_changed() }}",
-        "{% if is_incremental() %}delete from {{ this }} where person_id in (select person_id from {{ ref('affected_persons') }} where _batch_id > {{ watermark() }}) or person_id not in (select person_id from {{ source('core', 'persons') }}){% else %}select 1{% endif %}",
+        "{% if is_incremental() %}{{ delete_rows(this, 'person_id in (select person_id from ' ~ ref('affected_persons') ~ ' where _batch_id > ' ~ watermark() ~ ') or person_id not in (select person_id from ' ~ source('core', 'persons') ~ ')') }}{% else %}select 1{% endif %}",
     ],
     post_hook=["{{ advance_watermark() }}", "{{ record_config_digest() }}"],
 ) }}
@@ -23,10 +23,10 @@ with related as (
     {%- set seen = cdp_ident(source.time_column) if source.get('time_column') else 'received_at' %}
     {%- for related, kind in source.relationships.items() %}
     union all
-    select p.person_id, {{ cdp_literal(kind) }}, t.{{ cdp_ident(related) }}::varchar, {{ cdp_literal(name) }}, t.{{ seen }}::timestamp
-    from {{ api.Relation.create(database=target.database, schema='validated', identifier=name) }} as t
+    select p.person_id, {{ cdp_literal(kind) }}, t.{{ cdp_ident(related) }}::{{ t_string() }}, {{ cdp_literal(name) }}, t.{{ seen }}::timestamp
+    from {{ warehouse_relation('validated', name) }} as t
     join {{ ref('identifier_persons') }} as p
-        on p.identifier_type = {{ cdp_literal(source.identifiers[column]) }} and p.raw_value = t.{{ cdp_ident(column) }}::varchar
+        on p.identifier_type = {{ cdp_literal(source.identifiers[column]) }} and p.raw_value = t.{{ cdp_ident(column) }}::{{ t_string() }}
     where t.{{ cdp_ident(related) }} is not null
     {%- endfor %}
     {%- endfor %}
