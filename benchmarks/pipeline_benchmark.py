@@ -415,6 +415,9 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=3)
     parser.add_argument("--latency-timeout", type=float, default=900, help="seconds per sample")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--new-hour-only", type=float, metavar="FULL_BUILD_S",
+                        help="only one new hour, on the warehouse an earlier run built in --workdir at --events, "
+                             "its ratio taken to that build's stages total (seconds)")
     parser.add_argument("--build-only", action="store_true",
                         help="only the full build at --events (e.g. 10M on its own; no new hour, no latency)")
     parser.add_argument("--latency-only", action="store_true",
@@ -429,7 +432,12 @@ def main() -> None:
     try:
         base = workdir / f"events_{args.events}"
         report["full_build"] = []
-        if args.latency_only:
+        if args.new_hour_only:
+            if not (base / "warehouse.duckdb").exists():
+                raise SystemExit(f"--new-hour-only: no warehouse in {base}; build it first, with --workdir")
+            print(f"== one new hour on {args.events:,} events (built earlier)", flush=True)
+            report["new_hour"] = one_new_hour(base, args.events, args.new_hour_only)
+        elif args.latency_only:
             if not (base / "warehouse.duckdb").exists():
                 raise SystemExit(f"--latency-only: no warehouse in {base}; run without it first, with --workdir")
         else:
@@ -439,10 +447,10 @@ def main() -> None:
             if not args.build_only:
                 print(f"== one new hour on {args.events:,} events", flush=True)
                 report["new_hour"] = one_new_hour(base, args.events, build_s)
-        if not (args.skip_latency or args.build_only):
+        if not (args.skip_latency or args.build_only or args.new_hour_only):
             print("== latency under dagster dev", flush=True)
             report["latency"] = latency(base, args.latency_samples, args.latency_timeout)
-        if args.with_10m and not args.latency_only:
+        if args.with_10m and not (args.latency_only or args.new_hour_only):
             big = workdir / "events_10000000"
             print("== full build, 10,000,000 events", flush=True)
             report["full_build"].append(full_build(big, 10_000_000))
