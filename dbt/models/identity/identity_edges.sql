@@ -58,6 +58,7 @@ edges as (
 select e.*, {{ current_batch() }} as _batch_id
 from edges as e
 {%- if is_incremental() and not full_rebuild_needed() %}
-where exists (select 1 from touched as t where (t.identifier_type = e.left_type and t.identifier_value = e.left_value)
-                                          or (t.identifier_type = e.right_type and t.identifier_value = e.right_value))
+{#- two membership tests, not one join on `left = t or right = t` (a nested loop: quadratic in the new hour's size) #}
+where (e.left_type, e.left_value) in (select identifier_type, identifier_value from touched)
+   or (e.right_type, e.right_value) in (select identifier_type, identifier_value from touched)
 {%- endif %}
