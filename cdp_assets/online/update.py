@@ -12,7 +12,6 @@ Messages of the recent-event log that the warehouse now holds leave the log (the
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -22,7 +21,8 @@ from pathlib import Path
 import duckdb
 
 from cdp_resources.online_store import FORMAT, OnlineStore, PersonRecord
-from cdp_resources.online_store.live import iso, micros
+from cdp_resources.online_store.base import load_json
+from cdp_resources.online_store.live import micros
 from cdp_resources.settings import config_dir
 
 SQL = Path(__file__).parent / "sql"
@@ -145,20 +145,20 @@ def person_records(con) -> list[PersonRecord]:
                                        "source_id": row["source"], "created_at": _plain(row["first_seen_at"])})
     for row in _rows(con, "events", {"per_person": events_per_person()}):
         if (person := people.get(row["person_id"])) is not None:
-            ts = micros(row["occurred_at"])
-            person.events.append((ts, row["event_id"], warehouse_event_item(row, ts)))
+            person.events.append((row["ts"], row["event_id"], warehouse_event_item(row)))
     for person in people.values():
         person.document["segments"].sort(key=lambda s: s["segment"])
         person.document["relationships"].sort(key=lambda r: (r["kind"], r["related_value"]))
     return list(people.values())
 
 
-def warehouse_event_item(row: dict, ts: int) -> dict:
-    """A cdp.events row as the Profile API's `events` shows it (the same shape as a live message's)."""
+def warehouse_event_item(row: dict) -> dict:
+    """A cdp.events row (sql/events.sql) as the Profile API's `events` shows it (the same shape as a live
+    message's)."""
     item = {
-        "event": row["event_name"], "type": row["event_type"], "timestamp": iso(ts),
+        "event": row["event_name"], "type": row["event_type"], "timestamp": row["occurred_iso"],
         "properties": _json(row["properties"]) or {}, "message_id": row["event_id"], "source_id": row["source"],
-        "received_at": iso(micros(row["received_at"])) if row["received_at"] else None,
+        "received_at": row["received_iso"],
         "context": _json(row["context"]) or {},
     }
     if row["event_type"] == "identify":
@@ -182,7 +182,7 @@ def _json(text):
     if text is None or isinstance(text, (dict, list)):
         return text
     try:
-        return json.loads(text)
+        return load_json(text)
     except ValueError:
         return text
 

@@ -11,22 +11,19 @@ identifier.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import redis
 
-from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord, StoreWriter
+from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord, StoreWriter, dump_json, load_json
 
 SEP = "\x1f"
 GENERATION_TTL_S = 1.0  # readers re-read the current generation at most this often
 OLD_GENERATION_TTL_S = 60  # a replaced generation stays readable this long
 
 
-def _json(value) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class RedisStore(OnlineStore):
@@ -56,15 +53,15 @@ class RedisStore(OnlineStore):
 
     def person(self, person_id: str) -> dict | None:
         text = self.client.hget(self._key("persons"), person_id)
-        return json.loads(text) if text else None
+        return load_json(text) if text else None
 
     def identifiers(self, person_id: str) -> list[dict]:
         text = self.client.hget(self._key("identifiers"), person_id)
-        return json.loads(text) if text else []
+        return load_json(text) if text else []
 
     def events(self, person_id: str, before: tuple[int, str] | None, limit: int) -> list[tuple[int, str, dict]]:
         text = self.client.hget(self._key("events"), person_id)
-        rows = [tuple(e) for e in json.loads(text)] if text else []  # newest first, as written
+        rows = [tuple(e) for e in load_json(text)] if text else []  # newest first, as written
         if before is not None:
             rows = [e for e in rows if (e[0], e[1]) < before]
         return rows[:limit]
@@ -81,7 +78,7 @@ class RedisStore(OnlineStore):
         found = {}
         for text in self.client.hmget(f"{self.prefix}:live:msg", seqs):
             if text:
-                record = json.loads(text)
+                record = load_json(text)
                 key = (record["ts"], record["message_id"])
                 if before is None or key < before:
                     found[record["message_id"]] = (record["ts"], record["message_id"], record["item"])
@@ -120,13 +117,13 @@ class RedisStore(OnlineStore):
         for seq, event in enumerate(events, start=first):
             record = {"message_id": event.message_id, "ts": event.ts, "received_at": event.received_at,
                       "item": event.item, "identifiers": [list(i) for i in event.identifiers]}
-            pipe.hset(f"{self.prefix}:live:msg", seq, _json(record))
+            pipe.hset(f"{self.prefix}:live:msg", seq, dump_json(record))
             for t, v in event.identifiers:
                 pipe.sadd(f"{self.prefix}:live:idx:{t}{SEP}{v}", seq)
         pipe.execute()
 
     def _live_records(self) -> dict[str, dict]:
-        return {seq: json.loads(text) for seq, text in self.client.hgetall(f"{self.prefix}:live:msg").items()}
+        return {seq: load_json(text) for seq, text in self.client.hgetall(f"{self.prefix}:live:msg").items()}
 
     def live_message_ids(self) -> list[str]:
         return sorted({r["message_id"] for r in self._live_records().values()})
@@ -157,7 +154,7 @@ class RedisStore(OnlineStore):
         counts = {"persons": 0, "identifiers": 0, "events": 0, "live_events": 0}
         ids_key = self._key("ids", gen)
         for person_id in sorted(person_ids):
-            for ident in json.loads(self.client.hget(self._key("identifiers", gen), person_id) or "[]"):
+            for ident in load_json(self.client.hget(self._key("identifiers", gen), person_id) or "[]"):
                 identifiers = identifiers | {(ident["type"], ident["id"])}
         fields = [f"{t}{SEP}{v}" for t, v in sorted(identifiers)]
         if fields:
@@ -174,7 +171,7 @@ class RedisStore(OnlineStore):
             counts["identifiers"] += self.client.hdel(ids_key, *stale)
         held = set(map(tuple, identifiers))
         doomed = {seq: r for seq, r in self._live_records().items()
-                  if held & {tuple(i) for i in r["identifiers"]} or mentioned(_json(r))}
+                  if held & {tuple(i) for i in r["identifiers"]} or mentioned(dump_json(r))}
         self._forget_live(doomed)
         counts["live_events"] = len(doomed)
         self.client.delete(self._key("meta", gen))
@@ -213,18 +210,18 @@ class _RedisWriter(StoreWriter):
             return
         old = self.store.client.hmget(self._key("identifiers"), [p.person_id for p in persons])
         pipe = self.store.client.pipeline(transaction=True)
-        stale = [f"{i['type']}{SEP}{i['id']}" for text in old if text for i in json.loads(text)]
+        stale = [f"{i['type']}{SEP}{i['id']}" for text in old if text for i in load_json(text)]
         owners = self.store.client.hmget(self._key("ids"), stale) if stale else []
         mine = {p.person_id for p in persons}
         # An identifier that moved to a person written earlier in this refresh keeps its new owner.
         stale = [f for f, owner in zip(stale, owners) if owner in mine]
         if stale:
             pipe.hdel(self._key("ids"), *stale)
-        pipe.hset(self._key("persons"), mapping={p.person_id: _json(p.document) for p in persons})
+        pipe.hset(self._key("persons"), mapping={p.person_id: dump_json(p.document) for p in persons})
         pipe.hset(self._key("identifiers"), mapping={
-            p.person_id: _json(sorted(p.identifiers, key=lambda i: (i["type"], i["id"]))) for p in persons})
+            p.person_id: dump_json(sorted(p.identifiers, key=lambda i: (i["type"], i["id"]))) for p in persons})
         pipe.hset(self._key("events"), mapping={
-            p.person_id: _json(sorted(p.events, key=lambda e: (e[0], e[1]), reverse=True)) for p in persons})
+            p.person_id: dump_json(sorted(p.events, key=lambda e: (e[0], e[1]), reverse=True)) for p in persons})
         ids = {f"{i['type']}{SEP}{i['id']}": p.person_id for p in persons for i in p.identifiers}
         if ids:
             pipe.hset(self._key("ids"), mapping=ids)
@@ -236,7 +233,7 @@ class _RedisWriter(StoreWriter):
             return
         old = self.store.client.hmget(self._key("identifiers"), person_ids)
         pipe = self.store.client.pipeline(transaction=True)
-        stale = [f"{i['type']}{SEP}{i['id']}" for text in old if text for i in json.loads(text)]
+        stale = [f"{i['type']}{SEP}{i['id']}" for text in old if text for i in load_json(text)]
         owners = self.store.client.hmget(self._key("ids"), stale) if stale else []
         stale = [f for f, owner in zip(stale, owners) if owner in set(person_ids)]
         if stale:

@@ -9,14 +9,13 @@ byte of an erased person stays in either file or its WAL.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord, StoreWriter
+from cdp_resources.online_store.base import LiveEvent, OnlineStore, PersonRecord, StoreWriter, dump_json, load_json
 
 # Documents and events are rowid tables found through an index: WITHOUT ROWID suits small rows only (a row over
 # a twentieth of a page spills into overflow pages, which doubled the file).
@@ -83,7 +82,7 @@ class SqliteStore(OnlineStore):
 
     def person(self, person_id: str) -> dict | None:
         row = self._con().execute("SELECT document FROM persons WHERE person_id = ?", [person_id]).fetchone()
-        return json.loads(row[0]) if row else None
+        return load_json(row[0]) if row else None
 
     def identifiers(self, person_id: str) -> list[dict]:
         rows = self._con().execute(
@@ -100,7 +99,7 @@ class SqliteStore(OnlineStore):
             rows = self._con().execute(
                 "SELECT ts, event_id, item FROM events WHERE person_id = ? AND (ts, event_id) < (?, ?) "
                 "ORDER BY ts DESC, event_id DESC LIMIT ?", [person_id, before[0], before[1], limit]).fetchall()
-        return [(ts, event_id, json.loads(item)) for ts, event_id, item in rows]
+        return [(ts, event_id, load_json(item)) for ts, event_id, item in rows]
 
     def live_events(self, identifiers: list[tuple[str, str]], before: tuple[int, str] | None, limit: int) -> list[tuple[int, str, dict]]:
         if not identifiers:
@@ -118,7 +117,7 @@ class SqliteStore(OnlineStore):
         for ts, message_id, item in rows:  # a message landed twice (a client's retry) shows once
             if message_id not in seen:
                 seen.add(message_id)
-                out.append((ts, message_id, json.loads(item)))
+                out.append((ts, message_id, load_json(item)))
         return out[:limit]
 
     # --- writes ---
@@ -151,7 +150,7 @@ class SqliteStore(OnlineStore):
             for event in events:
                 seq = con.execute(
                     "INSERT INTO live.live_events (message_id, ts, received_at, item) VALUES (?, ?, ?, ?)",
-                    [event.message_id, event.ts, event.received_at, _json(event.item)]).lastrowid
+                    [event.message_id, event.ts, event.received_at, dump_json(event.item)]).lastrowid
                 con.executemany("INSERT OR IGNORE INTO live.live_identifiers VALUES (?, ?, ?)",
                                 [(t, v, seq) for t, v in event.identifiers])
             con.execute("COMMIT")
@@ -238,9 +237,6 @@ def _delete_mentions(con: sqlite3.Connection, table: str, column: str, needles: 
     return con.execute(f"DELETE FROM {table} WHERE {where}", needles).rowcount
 
 
-def _json(value) -> str:
-    # Non-ASCII kept as is: the bytes on disk are the text an erasure looks for.
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class _SqliteWriter(StoreWriter):
@@ -253,13 +249,13 @@ class _SqliteWriter(StoreWriter):
         if not self.empty:
             self.delete([p.person_id for p in persons])
         self.con.executemany("INSERT INTO persons VALUES (?, ?)",
-                             [(p.person_id, _json(p.document)) for p in persons])
+                             [(p.person_id, dump_json(p.document)) for p in persons])
         self.con.executemany(
             "INSERT OR REPLACE INTO identifiers VALUES (?, ?, ?, ?, ?)",
             [(i["type"], i["id"], p.person_id, i.get("source_id"), i.get("created_at")) for p in persons for i in p.identifiers])
         self.con.executemany(
             "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)",
-            [(p.person_id, ts, event_id, _json(item)) for p in persons for ts, event_id, item in p.events])
+            [(p.person_id, ts, event_id, dump_json(item)) for p in persons for ts, event_id, item in p.events])
 
     def delete(self, person_ids: Iterable[str]) -> None:
         rows = [(p,) for p in person_ids]

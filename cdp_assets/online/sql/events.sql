@@ -1,7 +1,11 @@
 -- The most recent events of the chunk's persons ($per_person each): the store's timeline; older ones stay in
 -- the warehouse. cdp.events is filtered by its own identifier columns first, as segments do, so the
 -- person_events join reads only these persons' events.
-SELECT pe.person_id, pe.event_id, pe.event_type, pe.event_name, pe.occurred_at, pe.received_at, pe.source,
+-- Times leave as the store keeps them (µs since the epoch, ISO-8601 with milliseconds: cdp_resources
+-- online_store/live.py `micros`, `iso`), computed here, not per event in Python.
+SELECT pe.person_id, pe.event_id, pe.event_type, pe.event_name, epoch_us(pe.occurred_at) AS ts,
+       strftime(pe.occurred_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS occurred_iso,
+       strftime(pe.received_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS received_iso, pe.source,
        pe.properties, pe.traits, pe.context
 FROM core.person_events AS pe
 WHERE pe.person_id IN (SELECT person_id FROM _online_chunk)
