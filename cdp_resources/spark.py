@@ -61,7 +61,7 @@ class SparkEngine:
         with _lock:
             if key not in _sessions:
                 for other in list(_sessions):  # one SparkContext per process: a new master replaces the old one
-                    _sessions.pop(other).stop()
+                    _stop(_sessions.pop(other))
                 _sessions[key] = self._start()
             return _sessions[key]
 
@@ -91,7 +91,7 @@ class SparkEngine:
     def stop(self) -> None:
         with _lock:
             for key in [k for k in _sessions if k[0] == self.master]:
-                _sessions.pop(key).stop()
+                _stop(_sessions.pop(key))
 
     # Tables: <warehouse>/<schema>.db/<table>/ of Parquet files.
 
@@ -171,3 +171,14 @@ def _code_archive() -> Path:
                     archive.write(file, file.relative_to(root).as_posix())
         _archive = path
     return _archive
+
+
+def _stop(session: "SparkSession") -> None:
+    """Stop a session and forget the code archive `addPyFile` put on this process's `sys.path`: Spark deletes
+    its directory on stop, and a stale zip entry breaks whatever scans `sys.path` next in the process (dbt's
+    plugin discovery raised KeyError on it)."""
+    session.stop()
+    for entry in [p for p in sys.path if p.endswith(".zip") and not os.path.exists(p)]:
+        sys.path.remove(entry)
+        sys.path_importer_cache.pop(entry, None)
+
