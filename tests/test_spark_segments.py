@@ -85,24 +85,26 @@ EDGE_RULES = {
 
 
 def crafted_events(now: datetime) -> list[tuple[int, str, timedelta]]:
-    """(person index, properties JSON, age) of the edge_case events: values each engine could read its own way."""
+    """(person index, properties JSON, age) of the edge_case events: values each engine could read its own way,
+    one kind per person so that a person's membership turns on one reading."""
     iso = lambda age, suffix="Z": (now - age).isoformat(sep="T", timespec="seconds") + suffix  # noqa: E731
     return [
         (0, json.dumps({"coupon": None, "tags": [], "label": "[]", "flag": "true", "amount": "12",
                         "when": iso(timedelta(days=1)), "it's": 'a "quoted" value'}), timedelta(hours=1)),
-        (0, json.dumps({"coupon": "SAVE", "tags": ["a", "b", None], "flag": True, "amount": 7.5,
+        (0, "{}", timedelta(hours=20)),
+        (1, json.dumps({"coupon": "SAVE", "tags": ["a", "b", None], "flag": True, "amount": 7.5,
                         "when": iso(timedelta(days=2), "+02:00"), "nested": {"k": 3}}), timedelta(hours=30)),
-        (1, json.dumps({"tags": "not a list", "flag": False, "amount": "twelve", "nested": {"k": "3"},
+        (2, json.dumps({"tags": "not a list", "flag": False, "amount": "twelve", "nested": {"k": "3"},
                         "when": "garbage", "label": None}), timedelta(hours=2)),
-        (2, "{}", timedelta(minutes=5)),
-        (3, json.dumps({"coupon": "x'); DROP TABLE cdp.profiles; --", "tags": [1, True], "amount": 12,
-                        "when": "2024-02-30", "nested": {"k": [3]}}), timedelta(days=1)),
-        (3, json.dumps({"coupon": "", "tags": ["b"], "flag": "yes", "amount": " 5 ",
+        (3, "{}", timedelta(minutes=5)),
+        (4, json.dumps({"coupon": "x'); DROP TABLE cdp.profiles; --", "tags": [1, True], "amount": 12,
+                        "when": "2024-02-30", "nested": {"k": [3]}, "flag": "false"}), timedelta(days=1)),
+        (5, json.dumps({"coupon": "", "tags": ["b"], "flag": "yes", "amount": " 5 ", "label": "",
                         "when": (now - timedelta(days=10)).date().isoformat()}), timedelta(days=10)),
-        (4, "[1, 2]", timedelta(hours=3)),
-        (4, "null", timedelta(hours=4)),
-        (5, json.dumps({"amount": 1e3, "when": iso(timedelta(hours=5), ""), "tags": ["a"], "coupon": "SAVE"}),
-         timedelta(days=40)),
+        (6, "[1, 2]", timedelta(hours=3)),
+        (7, "null", timedelta(hours=4)),
+        (8, json.dumps({"amount": 1e3, "when": iso(timedelta(hours=5), ""), "tags": ["a"], "coupon": "SAVE",
+                        "label": [1]}), timedelta(days=40)),
     ]
 
 
