@@ -140,8 +140,8 @@ def shop(tmp_path_factory) -> tuple[Path, datetime, Path]:
 
 
 @pytest.fixture(scope="module")
-def spark_session(shop, spark_cluster):  # noqa: F811 (fixture)
-    """The session of a SparkEngine on the cluster, the rules' tables copied to its warehouse and registered."""
+def spark_shop(shop, spark_cluster):  # noqa: F811 (fixture)
+    """A SparkEngine on the cluster, the rules' tables copied to its warehouse and registered in its session."""
     from cdp_assets.dbt.spark import register_tables
     from cdp_resources.spark import SparkEngine
 
@@ -149,10 +149,15 @@ def spark_session(shop, spark_cluster):  # noqa: F811 (fixture)
     engine = SparkEngine(spark_cluster.master_url, data_dir / "spark-warehouse", spark_cluster.conf)
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
         copy_to_spark(con, engine, TABLES)
-    session = engine.session()
+    engine.session()
     register_tables(engine)
-    yield session
+    yield engine
     engine.stop()
+
+
+@pytest.fixture(scope="module")
+def spark_session(spark_shop):
+    return spark_shop.session()
 
 
 def union_of(compiled: list[CompiledSegment]) -> tuple[str, list]:
@@ -205,3 +210,27 @@ def test_spark_catalog_equals_duckdb_catalog(shop, spark_session):
     assert catalog_from_spark(spark_session, event_names=["order_completed"]).event_properties == \
            expected_limited.event_properties
     assert catalog_from_spark(spark_session, event_names=[]).event_properties == {}
+
+
+def test_segment_check_on_spark(shop, spark_shop, tmp_path):
+    """`cdp segment check` with CDP_ENGINE=spark: Spark's SQL and catalog, the size counted on Spark."""
+    from cdp_assets.segments.check import check_segment_file
+
+    data_dir, now, rules = shop
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        vip = con.execute("SELECT count(*) FROM cdp.profiles WHERE total_revenue >= 500").fetchone()[0]
+    valid, text = check_segment_file(rules / "vip_buyers.yaml", engine=spark_shop)
+    assert valid, text
+    assert text.endswith(f"size: {vip}") and "p.`total_revenue`" in text, text
+    valid, text = check_segment_file(rules / "not_vip.yaml", engine=spark_shop)
+    assert valid and "(with the last evaluated members of vip_buyers)" in text, text
+
+    bad = tmp_path / "segments" / "bad.yaml"
+    bad.parent.mkdir()
+    bad.write_text("name: bad\nwhere:\n  all:\n    - {trait: no_such_column, op: eq, value: x}\n"
+                   "    - {event: order_completed, where: [{property: \"a'\\\"b\", op: eq, value: x}]}\n")
+    valid, text = check_segment_file(bad, engine=spark_shop)
+    assert not valid and text.startswith(f"{bad}:4: unknown trait 'no_such_column'"), text
+    bad.write_text("name: bad\nwhere:\n  event: edge_case\n  where: [{property: \"a'\\\"b\", op: eq, value: x}]\n")
+    valid, text = check_segment_file(bad, engine=spark_shop)
+    assert not valid and text.startswith(f"{bad}:4: property") and "cannot be read on Spark" in text, text

@@ -35,7 +35,8 @@ def catalog_from_spark(
     sample_per_event: int = 1000, event_names: list[str] | None = None,
 ) -> Catalog:
     """What the rules may refer to, from the session's catalog (see the module docstring)."""
-    _split_table(profiles), _split_table(events)
+    for table in (profiles, events):
+        _split_table(table)  # names only, never text from a rule
     columns = {field.name: duckdb_type_name(field.dataType) for field in session.table(profiles).schema.fields}
     properties: dict[str, dict[str, str]] = {}
     if session.catalog.tableExists(events) and event_names != []:
