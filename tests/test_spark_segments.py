@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
+from spark_cluster import require_java, spark_cluster  # noqa: F401 (fixture)
 from spark_tables import copy_to_spark
 
 from cdp_assets.segments.compiler import CompiledSegment, catalog_from_warehouse, column_type, compile_segment, load_segment
@@ -115,6 +115,7 @@ def shop(tmp_path_factory) -> tuple[Path, datetime, Path]:
     from cdp_assets.runner import run_everything
     from cdp_assets.sample_data import generate_sample_data
 
+    require_java()  # before building the shop: without Java there is nothing to compare it with
     root = tmp_path_factory.mktemp("spark-segments")
     data_dir = root / "data"
     patch = pytest.MonkeyPatch()

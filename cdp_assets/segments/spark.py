@@ -4,8 +4,8 @@ rule's members (`compile_segment(..., dialect="spark")`, run with the rule's bou
 The catalog says what `catalog_from_warehouse` says on DuckDB for the same tables: profile columns with
 DuckDB's type names (the compiler's types are written in them), event property types from the JSON of the
 `sample_per_event` most recent events of each name. The property sample is classified on the driver in
-Python (a few thousand small JSON objects at most): Spark 4.0's `variant_explode` drops rows when its
-output is projected through `schema_of_variant`, so it is not used.
+Python (a few thousand small JSON objects at most): in Spark 4.3 (the pyspark wheel here) `variant_explode`
+lost an object's first key when its values were projected through `schema_of_variant`, so it is not used.
 """
 
 from __future__ import annotations
