@@ -11,14 +11,13 @@ Marked `spark`: `-m 'not spark'` skips it locally; CI runs it.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 from spark_cluster import spark_cluster  # noqa: F401 (fixture)
+from spark_tables import copy_to_spark, quote, sorted_rows
 
 pytestmark = pytest.mark.spark
 
@@ -45,52 +44,14 @@ SELECT = ["--select", "path:models/identity", "path:models/profiles"]
 
 def duckdb_rows(con: duckdb.DuckDBPyConnection, table: str) -> tuple[list[str], list[tuple]]:
     columns = [c for c in con.execute(f"SELECT * FROM {table} LIMIT 0").fetchdf().columns if c not in BOOKKEEPING]
-    rows = con.execute(f"SELECT {', '.join(_quote(c) for c in columns)} FROM {table}").fetch_arrow_table()
-    return columns, _rows(rows)
+    rows = con.execute(f"SELECT {', '.join(quote(c) for c in columns)} FROM {table}").fetch_arrow_table()
+    return columns, sorted_rows(rows)
 
 
 def spark_rows(session, table: str) -> tuple[list[str], list[tuple]]:
     frame = session.table(table)
     columns = [c for c in frame.columns if c not in BOOKKEEPING]
-    return columns, _rows(frame.select(*[f"`{c}`" for c in columns]).toArrow())
-
-
-def _quote(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
-
-
-def _rows(table) -> list[tuple]:
-    return sorted((tuple(_plain(v) for v in row.values()) for row in table.to_pylist()), key=repr)
-
-
-def _plain(value):
-    """One comparable Python value: aware times as naive UTC, lists as tuples, numbers as floats."""
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-    if isinstance(value, list):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return value
-
-
-def copy_to_spark(con: duckdb.DuckDBPyConnection, engine, tables: list[str]) -> None:
-    """Each DuckDB table as a Parquet directory of the Spark warehouse, as the platform's Spark stages lay them
-    out (`<schema>.db/<table>/`): JSON as text, unsigned hashes as decimals, times as instants (naive UTC times
-    in DuckDB, Spark timestamps in a UTC session). prepare_session registers them."""
-    con.execute("SET TimeZone = 'UTC'")
-    for table in tables:
-        schema, name = table.split(".")
-        types = con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-            "ORDER BY ordinal_position", [schema, name]).fetchall()
-        casts = {"JSON": "VARCHAR", "UBIGINT": "DECIMAL(20, 0)", "TIMESTAMP": "TIMESTAMPTZ"}
-        select = ", ".join(f"{_quote(c)}::{casts[t]} AS {_quote(c)}" if t in casts else _quote(c) for c, t in types)
-        directory = engine.location(table)
-        directory.mkdir(parents=True)
-        con.execute(f"COPY (SELECT {select} FROM {table}) TO '{directory / 'part-0.parquet'}' (FORMAT parquet)")
+    return columns, sorted_rows(frame.select(*[f"`{c}`" for c in columns]).toArrow())
 
 
 @pytest.fixture(scope="module")

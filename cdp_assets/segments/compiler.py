@@ -1,4 +1,4 @@
-"""The segment rule language: parse `config/segments/<name>.yaml`, check it, compile it to DuckDB SQL.
+"""The segment rule language: parse `config/segments/<name>.yaml`, check it, compile it to DuckDB or Spark SQL.
 
 A definition::
 
@@ -69,6 +69,12 @@ Errors: every problem is a ``SegmentError`` whose message is ``<file>:<line>: <w
 Safety: values, event names, segment names and JSON paths are bound ``?`` parameters; column names are
 checked against the catalog and quoted; ``now`` is a parameter (no CURRENT_TIMESTAMP), so a result
 depends only on the data and ``now``.
+
+Engines: ``compile_segment(..., dialect="spark")`` writes Spark SQL for the same rule (run it with
+``session.sql(sql, args=params)``: Spark binds positional ``?`` markers too). Where the engines' SQL differs
+(JSON, lists, casts, quoting) one dialect class says it (``DuckDBDialect``, ``SparkDialect``, below); the
+rest of the compiler is shared, so both engines read the same rule with the same missing-value semantics
+(tests/test_spark_segments.py compares their memberships).
 """
 
 from __future__ import annotations
@@ -904,10 +910,11 @@ PROPERTY_COMPATIBLE = {  # catalog type of a property -> value types a test may 
 
 
 class _Compiler:
-    def __init__(self, defn: SegmentDefinition, catalog: Catalog, now: datetime, profiles: str, events: str, membership: str):
+    def __init__(self, defn: SegmentDefinition, catalog: Catalog, now: datetime, profiles: str, events: str, membership: str,
+                 dialect: "DuckDBDialect"):
         for table in (profiles, events, membership):
             _split_table(table)
-        self.defn, self.catalog, self.now = defn, catalog, now
+        self.defn, self.catalog, self.now, self.dialect = defn, catalog, now, dialect
         self.profiles, self.events, self.membership = profiles, events, membership
         self.aliases = 0
 
@@ -923,7 +930,7 @@ class _Compiler:
             f"SELECT DISTINCT p.person_id\nFROM {self.profiles} AS p\nWHERE {{}}",
             self.condition(self.defn.where),
         )
-        return CompiledSegment(self.defn.name, body.text, list(body.params))
+        return CompiledSegment(self.defn.name, body.text, [self.dialect.parameter(value) for value in body.params])
 
     # -- conditions (each compiles to a boolean that is never NULL) -----------------------------------
 
@@ -952,12 +959,12 @@ class _Compiler:
             raise self.error(node.line, f"unknown trait '{node.column}' (profile columns: {', '.join(sorted(columns))})")
         duckdb_type = columns[node.column]
         value_type, element_type = column_type(duckdb_type)
-        column = Sql(f"p.{quote_identifier(node.column)}")
+        column = Sql(f"p.{self.dialect.quote(node.column)}")
         upper = duckdb_type.upper()
         if value_type == "string" and upper not in ("VARCHAR", "TEXT", "STRING"):
-            column = q("CAST({} AS VARCHAR)", column)  # ENUM, UUID, CHAR
+            column = self.dialect.as_text(column)  # ENUM, UUID, CHAR
         if upper in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-            column = q("timezone('UTC', {})", column)
+            column = self.dialect.utc(column)
         what = f"trait '{node.column}' ({duckdb_type})"
         return self.test(node.test, column, value_type, element_type, what)
 
@@ -989,7 +996,7 @@ class _Compiler:
                     node.sum.line,
                     f"sum needs a numeric property; '{node.sum.property}' of event '{node.event}' is {prop_type}",
                 )
-            total = q("coalesce(sum({}), 0)", self.property_value(e, node.sum.property, "number"))
+            total = q("coalesce(sum({}), 0)", self.property_value(e, node.sum.property, "number", node.sum.line))
             tests += [self.comparison(total, c) for c in node.sum.comparisons]
         return q(
             f"(\n    SELECT {{}}\n    FROM {self.events} AS {e}\n    WHERE {{}}\n)",
@@ -1022,7 +1029,7 @@ class _Compiler:
         test = node.test
         catalog_type = self.known_property(event, node.property, node.line)
         if test.op in ("is_set", "is_not_set"):  # present, not null, not [] -- whatever its type
-            raw = q("CAST(json_extract({}, {}) AS VARCHAR)", Sql(f"{alias}.properties"), json_pointer(node.property))
+            raw = self.dialect.json_text(Sql(f"{alias}.properties"), node.property, self.path_error(node.line))
             present = q("coalesce({} NOT IN ('null', '[]'), FALSE)", raw)
             return present if test.op == "is_set" else q("(NOT {})", present)
         wanted = OPERATORS[test.op].types & set(VALUE_TYPES)
@@ -1038,7 +1045,7 @@ class _Compiler:
                     f"which is {catalog_type} (operators: {', '.join(allowed)})",
                 )
             value_type = catalog_type if catalog_type in usable else sorted(usable)[0]
-        value = self.property_value(alias, node.property, value_type)
+        value = self.property_value(alias, node.property, value_type, node.line)
         what = f"property '{node.property}' of event '{event}' (read as {value_type})"
         return self.test(test, value, value_type, "string" if value_type == "list" else None, what)
 
@@ -1052,23 +1059,12 @@ class _Compiler:
             raise self.error(line, f"event '{event}' has no property '{prop}' (known: {names})")
         return known[prop]
 
-    def property_value(self, alias: str, prop: str, value_type: str) -> Sql:
+    def property_value(self, alias: str, prop: str, value_type: str, line: int) -> Sql:
         """The property read from the event's JSON as a typed value (NULL when absent or unreadable)."""
-        props, path = Sql(f"{alias}.properties"), json_pointer(prop)
-        if value_type == "number":
-            return q("TRY_CAST(json_extract_string({}, {}) AS DOUBLE)", props, path)
-        if value_type == "boolean":
-            return q("CASE CAST(json_extract({}, {}) AS VARCHAR) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END", props, path)
-        if value_type == "list":
-            return q("TRY_CAST(json_extract({}, {}) AS VARCHAR[])", props, path)
-        if value_type == "datetime":
-            text = q("json_extract_string({}, {})", props, path)
-            return q(
-                "CASE WHEN regexp_matches({}, {}) THEN timezone('UTC', TRY_CAST({} AS TIMESTAMPTZ)) "
-                "ELSE TRY_CAST({} AS TIMESTAMP) END",
-                text, TZ_SUFFIX_RE, text, text,
-            )
-        return q("json_extract_string({}, {})", props, path)  # string, any
+        return self.dialect.json_value(Sql(f"{alias}.properties"), prop, value_type, self.path_error(line))
+
+    def path_error(self, line: int):
+        return lambda message: self.error(line, message)
 
     # -- one test: operator + value(s) on a typed SQL value ---------------------------------------------
 
@@ -1077,14 +1073,15 @@ class _Compiler:
         if value_type not in operator.types:
             ops = operators_for(value_type)
             raise self.error(test.line, f"operator '{test.op}' does not apply to {what} (operators: {', '.join(ops)})")
+        length = self.dialect.list_length
         if test.op == "is_set":
-            return q("coalesce(len({}) > 0, FALSE)", x) if value_type == "list" else q("({} IS NOT NULL)", x)
+            return q(f"coalesce({length}({{}}) > 0, FALSE)", x) if value_type == "list" else q("({} IS NOT NULL)", x)
         if test.op == "is_not_set":
-            return q("coalesce(len({}) = 0, TRUE)", x) if value_type == "list" else q("({} IS NULL)", x)
+            return q(f"coalesce({length}({{}}) = 0, TRUE)", x) if value_type == "list" else q("({} IS NULL)", x)
         values = self.values(test, value_type, element_type, what)
         if operator.negates:
-            return q("coalesce(NOT ({}), TRUE)", self.positive(operator.negates, x, values))
-        return q("coalesce({}, FALSE)", self.positive(test.op, x, values))
+            return q("coalesce(NOT ({}), TRUE)", self.dialect.positive(operator.negates, x, values))
+        return q("coalesce({}, FALSE)", self.dialect.positive(test.op, x, values))
 
     def values(self, test: Test, value_type: str, element_type: str | None, what: str) -> list:
         if test.op in ("within_last", "not_within_last"):
@@ -1117,6 +1114,81 @@ class _Compiler:
             raise self.error(test.values[0].line, f"between [{test.values[0].value}, {test.values[1].value}]: the low end is above the high end")
         return out
 
+
+def compile_segment(
+    defn: SegmentDefinition,
+    catalog: Catalog,
+    now: datetime,
+    profiles: str = PROFILES_TABLE,
+    events: str = EVENTS_TABLE,
+    membership: str = MEMBERSHIP_TABLE,
+    dialect: str = "duckdb",
+) -> CompiledSegment:
+    """One SELECT returning the distinct person_id of the members, with its `?` parameters in order.
+    `now` (naive UTC, or aware and converted) anchors every time window. `dialect`: the engine's name,
+    `duckdb` or `spark` (DIALECTS)."""
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc).replace(tzinfo=None)
+    if dialect not in DIALECTS:
+        raise ValueError(f"no segment SQL dialect {dialect!r} (known: {', '.join(DIALECTS)})")
+    return _Compiler(defn, catalog, now, profiles, events, membership, DIALECTS[dialect]).compile()
+
+
+# --------------------------------------------------------------------------------------------------
+# Dialects: the only places where DuckDB and Spark SQL differ
+# --------------------------------------------------------------------------------------------------
+# Why a dialect layer and not a transpiler (sqlglot): what differs is mostly meaning carried by bound
+# parameters and missing-value rules that a transpiler cannot see (a JSON pointer `/a/b` is a parameter;
+# DuckDB's TRY_CAST of JSON, its `len` of NULL, `list_has_any` ignoring NULL elements). Each fragment below
+# keeps the compiler's promise: a positive test is never true on a missing value.
+
+
+class DuckDBDialect:
+    """The SQL the compiler has always written (its text is what `cdp segment check` shows)."""
+
+    name = "duckdb"
+    list_length = "len"
+
+    @staticmethod
+    def quote(name: str) -> str:
+        return quote_identifier(name)
+
+    @staticmethod
+    def as_text(x: Sql) -> Sql:
+        return q("CAST({} AS VARCHAR)", x)
+
+    @staticmethod
+    def utc(x: Sql) -> Sql:
+        return q("timezone('UTC', {})", x)
+
+    @staticmethod
+    def parameter(value):
+        return value
+
+    @staticmethod
+    def json_text(props: Sql, prop: str, error) -> Sql:
+        """The property as JSON text ('null' for JSON null, '"x"' for a string), NULL when absent."""
+        return q("CAST(json_extract({}, {}) AS VARCHAR)", props, json_pointer(prop))
+
+    @classmethod
+    def json_value(cls, props: Sql, prop: str, value_type: str, error) -> Sql:
+        """The property read as `value_type` (NULL when absent, JSON null or not readable as that type)."""
+        path = json_pointer(prop)
+        if value_type == "number":
+            return q("TRY_CAST(json_extract_string({}, {}) AS DOUBLE)", props, path)
+        if value_type == "boolean":
+            return q("CASE CAST(json_extract({}, {}) AS VARCHAR) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END", props, path)
+        if value_type == "list":
+            return q("TRY_CAST(json_extract({}, {}) AS VARCHAR[])", props, path)
+        if value_type == "datetime":
+            text = q("json_extract_string({}, {})", props, path)
+            return q(
+                "CASE WHEN regexp_matches({}, {}) THEN timezone('UTC', TRY_CAST({} AS TIMESTAMPTZ)) "
+                "ELSE TRY_CAST({} AS TIMESTAMP) END",
+                text, TZ_SUFFIX_RE, text, text,
+            )
+        return q("json_extract_string({}, {})", props, path)  # string, any
+
     @staticmethod
     def positive(op: str, x: Sql, values: list) -> Sql:
         if op in SQL_COMPARISON:
@@ -1137,16 +1209,94 @@ class _Compiler:
         raise AssertionError(op)
 
 
-def compile_segment(
-    defn: SegmentDefinition,
-    catalog: Catalog,
-    now: datetime,
-    profiles: str = PROFILES_TABLE,
-    events: str = EVENTS_TABLE,
-    membership: str = MEMBERSHIP_TABLE,
-) -> CompiledSegment:
-    """One SELECT returning the distinct person_id of the members, with its `?` parameters in order.
-    `now` (naive UTC, or aware and converted) anchors every time window."""
-    if now.tzinfo is not None:
-        now = now.astimezone(timezone.utc).replace(tzinfo=None)
-    return _Compiler(defn, catalog, now, profiles, events, membership).compile()
+# ISO-8601 date-times as DuckDB's casts read them above: a date, then a time, then (seconds given) a UTC
+# offset or Z. Spark's cast alone would also take `2024`, `2024-01`, ` 2024-01-01 ` or a zone name, which
+# DuckDB reads as missing; this keeps the two engines on the forms both read the same way.
+SPARK_DATETIME_RE = (
+    r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+    r"([ T][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"|[ T][0-9]{1,2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?))?\z"
+)
+
+
+class SparkDialect(DuckDBDialect):
+    """Spark SQL (3.5+ for positional parameters, 4.0+ for VARIANT) with DuckDB's meaning: event properties
+    are JSON text read through VARIANT (`try_parse_json`, `try_variant_get`, `to_json` give exactly
+    DuckDB's JSON text, string and list readings), casts are `try_cast` (ANSI mode raises on a bad cast),
+    timestamps are instants in the session's UTC."""
+
+    name = "spark"
+    list_length = "array_size"  # NULL for NULL, like DuckDB's len (size() is -1 without ANSI mode)
+
+    @staticmethod
+    def quote(name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    @staticmethod
+    def as_text(x: Sql) -> Sql:
+        return q("CAST({} AS STRING)", x)
+
+    @staticmethod
+    def utc(x: Sql) -> Sql:
+        return x  # Spark's TIMESTAMP is an instant; the session reads it in UTC
+
+    @staticmethod
+    def parameter(value):
+        """Bound values as Spark reads them: a naive datetime would be taken in the driver's local zone,
+        so it is marked UTC (warehouse times are naive UTC)."""
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+    @staticmethod
+    def variant_path(prop: str, error) -> str:
+        """`a.b` -> `$["a"]["b"]` (bound as a parameter). Spark's path syntax has no escapes: a key is quoted
+        with whichever quote it does not contain."""
+        parts = []
+        for part in prop.split("."):
+            if '"' not in part:
+                parts.append(f'["{part}"]')
+            elif "'" not in part:
+                parts.append(f"['{part}']")
+            else:
+                raise error(f"property '{prop}' cannot be read on Spark: a key holding both ' and \" has no JSON path there")
+        return "$" + "".join(parts)
+
+    @classmethod
+    def variant(cls, props: Sql, prop: str, error, as_type: str | None = None) -> Sql:
+        path = cls.variant_path(prop, error)
+        if as_type is None:
+            return q("try_variant_get(try_parse_json({}), {})", props, path)
+        return q(f"try_variant_get(try_parse_json({{}}), {{}}, '{as_type}')", props, path)
+
+    @classmethod
+    def json_text(cls, props: Sql, prop: str, error) -> Sql:
+        return q("to_json({})", cls.variant(props, prop, error))
+
+    @classmethod
+    def json_value(cls, props: Sql, prop: str, value_type: str, error) -> Sql:
+        if value_type == "number":
+            return q("try_cast({} AS DOUBLE)", cls.variant(props, prop, error, "string"))
+        if value_type == "boolean":
+            return q("CASE {} WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END", cls.json_text(props, prop, error))
+        if value_type == "list":
+            return cls.variant(props, prop, error, "array<string>")
+        if value_type == "datetime":
+            text = cls.variant(props, prop, error, "string")
+            return q("CASE WHEN {} RLIKE {} THEN try_cast({} AS TIMESTAMP) END", text, SPARK_DATETIME_RE, text)
+        return cls.variant(props, prop, error, "string")  # string, any
+
+    @staticmethod
+    def positive(op: str, x: Sql, values: list) -> Sql:
+        if op == "in":  # one array parameter, as on DuckDB
+            return q("array_contains({}, {})", list(values), x)
+        if op in ("starts_with", "ends_with"):
+            return q(f"{op.replace('_', '')}({{}}, {{}})", x, values[0])
+        if op == "contains_any":  # NULL when only a NULL element could match: coalesced like DuckDB's FALSE
+            return q("arrays_overlap({}, array(" + ", ".join("{}" for _ in values) + "))", x, *values)
+        if op == "contains_all":
+            return q("array_size(array_except(array(" + ", ".join("{}" for _ in values) + "), {})) = 0", *values, x)
+        return DuckDBDialect.positive(op, x, values)
+
+
+DIALECTS = {dialect.name: dialect for dialect in (DuckDBDialect, SparkDialect)}

@@ -1,0 +1,127 @@
+"""Segments on Spark: the catalog a rule is checked against, read from the Spark warehouse, and a compiled
+rule's members (`compile_segment(..., dialect="spark")`, run with the rule's bound parameters).
+
+The catalog says what `catalog_from_warehouse` says on DuckDB for the same tables: profile columns with
+DuckDB's type names (the compiler's types are written in them), event property types from the JSON of the
+`sample_per_event` most recent events of each name. The property sample is classified on the driver in
+Python (a few thousand small JSON objects at most): in Spark 4.3 (the pyspark wheel here) `variant_explode`
+lost an object's first key when its values were projected through `schema_of_variant`, so it is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cdp_assets.segments.compiler import SPARK_DATETIME_RE, Catalog, CompiledSegment, _json_type_class, _split_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType
+
+# The datetime forms both engines read alike (compiler.SPARK_DATETIME_RE, in Python's syntax).
+_DATETIME = re.compile(SPARK_DATETIME_RE.removeprefix("^").removesuffix(r"\z"))
+
+
+def segment_members(session: "SparkSession", compiled: CompiledSegment) -> "DataFrame":
+    """The members (one `person_id` column) of a rule compiled with `dialect="spark"`."""
+    return session.sql(compiled.sql, args=list(compiled.params))
+
+
+def catalog_from_spark(
+    session: "SparkSession", profiles: str = "cdp.profiles", events: str = "cdp.events",
+    sample_per_event: int = 1000, event_names: list[str] | None = None,
+) -> Catalog:
+    """What the rules may refer to, from the session's catalog (see the module docstring)."""
+    for table in (profiles, events):
+        _split_table(table)  # names only, never text from a rule
+    columns = {field.name: duckdb_type_name(field.dataType) for field in session.table(profiles).schema.fields}
+    properties: dict[str, dict[str, str]] = {}
+    if session.catalog.tableExists(events) and event_names != []:
+        where, args = "event_name IS NOT NULL", [sample_per_event]
+        if event_names is not None:
+            where, args = "event_name IS NOT NULL AND array_contains(?, event_name)", [list(event_names), sample_per_event]
+        rows = session.sql(
+            f"""SELECT event_name, CAST(properties AS STRING) AS properties FROM (
+                    SELECT event_name, properties,
+                        row_number() OVER (PARTITION BY event_name ORDER BY occurred_at DESC) AS n
+                    FROM {events} WHERE {where}
+                ) WHERE n <= ?""",
+            args=args,
+        ).collect()
+        found: dict[tuple[str, str], tuple[set[str], bool | None]] = {}
+        for row in rows:
+            for name, value in _properties(row.properties):
+                types, all_datetimes = found.get((row.event_name, name), (set(), None))
+                kind = _json_type(value)
+                types.add(kind)
+                if kind == "VARCHAR":
+                    all_datetimes = (all_datetimes is not False) and _is_datetime(value)
+                found[(row.event_name, name)] = (types, all_datetimes)
+        for (event_name, name), (types, all_datetimes) in sorted(found.items()):
+            properties.setdefault(event_name, {})[name] = _json_type_class(sorted(types), all_datetimes)
+    return Catalog(profile_columns=columns, event_properties=properties)
+
+
+def duckdb_type_name(data_type: "DataType") -> str:
+    """A Spark column type as DuckDB names it (what `compiler.column_type` reads)."""
+    from pyspark.sql import types as t
+
+    if isinstance(data_type, (t.StringType, t.VarcharType, t.CharType)):
+        return "VARCHAR"
+    if isinstance(data_type, t.ArrayType):
+        return duckdb_type_name(data_type.elementType) + "[]"
+    if isinstance(data_type, t.DecimalType):
+        return f"DECIMAL({data_type.precision},{data_type.scale})"
+    if isinstance(data_type, (t.TimestampType, t.TimestampNTZType)):
+        return "TIMESTAMP"  # an instant read in the session's UTC; compared with naive-UTC bounds
+    named = {t.LongType: "BIGINT", t.IntegerType: "INTEGER", t.ShortType: "SMALLINT", t.ByteType: "TINYINT",
+             t.DoubleType: "DOUBLE", t.FloatType: "FLOAT", t.BooleanType: "BOOLEAN", t.DateType: "DATE"}
+    for spark_type, name in named.items():
+        if isinstance(data_type, spark_type):
+            return name
+    return data_type.simpleString().upper()
+
+
+def _properties(text: str | None):
+    """(name, value) of the top-level keys and of one nested level (`a.b`), as DuckDB's json_each reads them."""
+    try:
+        document = json.loads(text) if text is not None else None
+    except ValueError:
+        return
+    if not isinstance(document, dict):
+        return
+    for key, value in document.items():
+        yield key, value
+        if isinstance(value, dict):
+            for inner, inner_value in value.items():
+                yield f"{key}.{inner}", inner_value
+
+
+def _json_type(value) -> str:
+    """DuckDB's json_type name of a parsed JSON value."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "BIGINT" if -(2**63) <= value < 2**63 else ("UBIGINT" if 0 <= value < 2**64 else "DOUBLE")
+    if isinstance(value, float):
+        return "DOUBLE"
+    if isinstance(value, str):
+        return "VARCHAR"
+    return "ARRAY" if isinstance(value, list) else "OBJECT"
+
+
+def _is_datetime(text: str) -> bool:
+    match = _DATETIME.fullmatch(text)
+    if not match:
+        return False
+    year, month, day = (int(part) for part in text[:10].replace("T", " ").split(" ")[0].split("-"))
+    try:
+        datetime(year, month, day)
+    except ValueError:
+        return False
+    return True
