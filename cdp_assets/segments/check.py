@@ -52,13 +52,8 @@ def check_segment_file(path: Path, warehouse: WarehouseResource | None = None, e
             catalog = catalog_from_warehouse(con)
             compiled = compile_segment(definition, catalog, now)
             _check_reused(definition, others, catalog, now)
-            if definition.depends_on and not table_exists(con, MEMBERSHIP_TABLE):
-                size = f"unknown: the segments it reuses ({', '.join(definition.depends_on)}) have not been evaluated yet"
-            else:
-                count = con.execute(f"SELECT count(DISTINCT person_id) FROM ({compiled.sql})", compiled.params).fetchone()[0]
-                size = str(count)
-                if definition.depends_on:
-                    size += f" (with the last evaluated members of {', '.join(definition.depends_on)})"
+            size = _size(definition, table_exists(con, MEMBERSHIP_TABLE), lambda: con.execute(
+                f"SELECT count(DISTINCT person_id) FROM ({compiled.sql})", compiled.params).fetchone()[0])
     except SegmentError as exc:
         return False, str(exc)
     return True, _report(definition, compiled, size)
@@ -78,13 +73,18 @@ def _check_on_spark(path: Path, definition: SegmentDefinition, others: dict[str,
     catalog = catalog_from_spark(session)
     compiled = compile_segment(definition, catalog, now, dialect="spark")
     _check_reused(definition, others, catalog, now, dialect="spark")
-    if definition.depends_on and not engine.table_exists(MEMBERSHIP_TABLE):
-        size = f"unknown: the segments it reuses ({', '.join(definition.depends_on)}) have not been evaluated yet"
-    else:
-        size = str(segment_members(session, compiled).count())
-        if definition.depends_on:
-            size += f" (with the last evaluated members of {', '.join(definition.depends_on)})"
+    size = _size(definition, engine.table_exists(MEMBERSHIP_TABLE), lambda: segment_members(session, compiled).count())
     return True, _report(definition, compiled, size)
+
+
+def _size(definition: SegmentDefinition, memberships_exist: bool, count) -> str:
+    """The size to show: `count()` members, unknown while a segment it reuses has never been evaluated."""
+    if definition.depends_on and not memberships_exist:
+        return f"unknown: the segments it reuses ({', '.join(definition.depends_on)}) have not been evaluated yet"
+    size = str(count())
+    if definition.depends_on:
+        size += f" (with the last evaluated members of {', '.join(definition.depends_on)})"
+    return size
 
 
 def _report(definition: SegmentDefinition, compiled, size: str) -> str:
