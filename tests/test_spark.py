@@ -142,3 +142,18 @@ def test_spark_resolves_the_persons_of_the_in_process_resolver(spark_engine):
     update, _ = resolve_on_spark(spark_engine, identifiers, later, TIGHT)
     assert_same(spark_engine, again, update.merges)
     assert warehouse_table(spark_engine, "cdp.identity_merges").height == again.merges.height  # appended once
+
+
+def test_a_stopped_session_leaves_no_code_archive_on_sys_path(spark_engine):
+    """The driver's copy of the code archive (`addPyFile`) is on this process's sys.path, and Spark deletes it
+    when the session stops; left there, it broke whatever scanned sys.path next (dbt's plugin discovery)."""
+    import os
+    import sys
+
+    spark_engine.session()
+    assert [p for p in sys.path if p.endswith("cdp_code.zip")], "the archive is on the driver's path while it runs"
+    spark_engine.stop()
+    try:
+        assert [p for p in sys.path if p.endswith(".zip") and not os.path.exists(p)] == []
+    finally:
+        spark_engine.session()  # the module's other tests share the engine
