@@ -1,6 +1,7 @@
 """Resources by environment: everything points at `CDP_DATA_DIR` unless configured otherwise."""
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from importlib import metadata
@@ -10,7 +11,9 @@ from dagster import AssetExecutionContext, Failure
 from dagster_dbt import DbtCliResource
 from packaging import version
 
-from cdp_assets.dbt.project import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_failures, dbt_project, invoke_dbt, parsed_manifest
+from cdp_assets.dbt.project import (
+    DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_environment, dbt_failures, dbt_project, invoke_dbt, parsed_manifest,
+)
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
 from cdp_resources.online_store import OnlineStoreResource
 
@@ -52,6 +55,8 @@ class DbtResource(DbtCliResource):
             runtime_selects=selects, runtime_excludes=excludes,
         )
         if params.dbt_project is not None and Path(params.dbt_project.project_dir) != DBT_PROJECT_DIR:
+            # The subprocess inherits the environment `invoke_dbt` sets for dbt in process.
+            os.environ.update(dbt_environment(warehouse))
             yield from self.cli(args, context=context, target_path=target_path).stream()
             return
         messages = []

@@ -1,14 +1,13 @@
 """dbt models as Dagster assets: keys from schema and name, groups from the model's folder."""
 
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Config, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from cdp_assets.dbt.project import command_target, dbt_environment, dbt_project, parse_cache
+from cdp_assets.dbt.project import command_target, dbt_project, parse_cache
 from cdp_assets.dbt.vars import dbt_vars
 from cdp_assets.resources import DbtResource
 from cdp_resources import WarehouseResource
@@ -53,9 +52,6 @@ def cdp_dbt_models(
     dbt runs in this process on the project parsed once per process (`DbtResource.build`). Row counts are
     added once dbt has finished: while it runs, it holds the DuckDB file.
     """
-    # dbt (its profile, the Python models) reads the same, absolute, data and config directories, and the
-    # warehouse's DuckDB settings.
-    os.environ.update(dbt_environment(warehouse))
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
     with warehouse.lock():
         with parse_cache(command_target(f"build-{context.run.run_id[:8]}")) as target:
