@@ -168,14 +168,12 @@ def apply_rules(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
     return frame.with_columns(reasons=reasons.list.drop_nulls(), violations=violations)
 
 
-def preload_great_expectations() -> threading.Thread:
+def preload_great_expectations() -> None:
     """Import Great Expectations in a background thread. Its import (~3 s) is most of the suite result's cost
     in a small refresh; started when validation starts, it overlaps the judging (DuckDB and polars release the
     GIL), and `great_expectations_result` waits for it through Python's import lock."""
-    thread = threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True,
-                              name="import-great-expectations")
-    thread.start()
-    return thread
+    threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True,
+                     name="import-great-expectations").start()
 
 
 def great_expectations_result(frame: pl.DataFrame, suite: dict, parameters: dict) -> dict:

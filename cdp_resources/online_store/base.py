@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+
 def dump_json(value) -> str:
     """Compact JSON with non-ASCII kept as is (the bytes on disk are the text an erasure looks for), times as
     `str()` writes them. orjson (a dependency of dagster-dbt) writes a full load's documents and events several
