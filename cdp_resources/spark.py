@@ -22,6 +22,8 @@ import tempfile
 import threading
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,12 +136,63 @@ class SparkEngine:
                 os.replace(target, retired)
             os.replace(fresh, target)
             shutil.rmtree(retired, ignore_errors=True)
+        self._refresh(list(written))
         return counts
 
     def append(self, table: str, frame: "DataFrame") -> None:
         """Add rows as new files beside the table's others (an append-only log)."""
         self.location(table).parent.mkdir(parents=True, exist_ok=True)
         frame.write.mode("append").parquet(str(self.location(table)))
+        self._refresh([table])
+
+    def _refresh(self, tables: list[str]) -> None:
+        """Have the session's catalog list the files of tables just rewritten (it caches them)."""
+        session = self.session()
+        for table in tables:
+            if session.catalog.tableExists(table):
+                session.catalog.refreshTable(table)
+
+    def register_tables(self) -> list[str]:
+        """Register each `<schema>.db/<table>` directory of the warehouse that the catalog does not know yet (as a
+        table at that location), so SQL can name it, and have Spark list the files of those it knows again (a
+        table replaced since is a new directory); returns the names registered. The catalog is in memory, so
+        each process registers the directories it finds."""
+        session = self.session()
+        registered = []
+        for schema_dir in sorted(self.warehouse_dir.glob("*.db")):
+            schema = schema_dir.name.removesuffix(".db")
+            for table_dir in sorted(p for p in schema_dir.iterdir() if p.is_dir()):
+                table = table_dir.name
+                if not (schema.isidentifier() and table.isidentifier()) or not self.table_exists(f"{schema}.{table}"):
+                    continue  # a directory being written or retired (`--` in its name), or no table
+                session.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+                if not session.catalog.tableExists(f"{schema}.{table}"):
+                    session.sql(f"CREATE TABLE {schema}.{table} USING parquet LOCATION '{table_dir.as_posix()}'")
+                    registered.append(f"{schema}.{table}")
+                else:
+                    session.catalog.refreshTable(f"{schema}.{table}")
+        return registered
+
+    def sql(self, query: str, args: dict | list | None = None) -> "DataFrame":
+        """A Spark SQL query over the warehouse's current tables (registered or refreshed first), values bound
+        through `args` (`?` with a list, `:name` with a dict)."""
+        self.register_tables()
+        return self.session().sql(query, args=args)
+
+    def frame(self, data) -> "DataFrame":
+        """A Spark DataFrame of a polars frame or an Arrow table (columns and types kept)."""
+        arrow = data.to_arrow() if hasattr(data, "to_arrow") else data
+        return self.session().createDataFrame(arrow)
+
+    @contextmanager
+    def lock(self, timeout_s: float = 1800.0) -> Iterator[None]:
+        """The warehouse's writer lock (a file beside it, shared by all processes on this machine): a stage
+        that reads a table, then replaces it, holds it so no other process's change is lost in between."""
+        from cdp_resources.warehouse import file_lock
+
+        with file_lock(self.warehouse_dir.with_name(self.warehouse_dir.name + ".lock"), timeout_s,
+                       "the Spark warehouse's current writer"):
+            yield
 
 
 def _split(table: str) -> tuple[str, str]:

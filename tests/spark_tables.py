@@ -17,7 +17,7 @@ def quote(column: str) -> str:
 def copy_to_spark(con: duckdb.DuckDBPyConnection, engine, tables: list[str]) -> None:
     """Each DuckDB table as a Parquet directory of the Spark warehouse, as the platform's Spark stages lay them
     out (`<schema>.db/<table>/`): JSON as text, unsigned hashes as decimals, times as instants (naive UTC times
-    in DuckDB, Spark timestamps in a UTC session). prepare_session (or register_tables) registers them."""
+    in DuckDB, Spark timestamps in a UTC session). prepare_session (or engine.register_tables) registers them."""
     con.execute("SET TimeZone = 'UTC'")
     for table in tables:
         schema, name = table.split(".")

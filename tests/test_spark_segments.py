@@ -143,7 +143,6 @@ def shop(tmp_path_factory) -> tuple[Path, datetime, Path]:
 @pytest.fixture(scope="module")
 def spark_shop(shop, spark_cluster):  # noqa: F811 (fixture)
     """A SparkEngine on the cluster, the rules' tables copied to its warehouse and registered in its session."""
-    from cdp_assets.dbt.spark import register_tables
     from cdp_resources.spark import SparkEngine
 
     data_dir, _, _ = shop
@@ -151,7 +150,7 @@ def spark_shop(shop, spark_cluster):  # noqa: F811 (fixture)
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
         copy_to_spark(con, engine, TABLES)
     engine.session()
-    register_tables(engine)
+    engine.register_tables()
     yield engine
     engine.stop()
 

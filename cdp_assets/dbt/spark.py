@@ -27,27 +27,9 @@ if TYPE_CHECKING:
 def prepare_session(engine: "SparkEngine", rules: IdentityRules | None = None) -> "SparkSession":
     """The engine's session with every warehouse table in its catalog and the identity functions registered."""
     session = engine.session()
-    register_tables(engine)
+    engine.register_tables()
     register_identifier_function(session, rules or load_identity_rules(config_dir() / "identity.yaml"))
     return session
-
-
-def register_tables(engine: "SparkEngine") -> list[str]:
-    """Register each `<schema>.db/<table>` directory of the warehouse that the catalog does not know yet (as a
-    table at that location); returns the names registered."""
-    session = engine.session()
-    registered = []
-    for schema_dir in sorted(engine.warehouse_dir.glob("*.db")):
-        schema = schema_dir.name.removesuffix(".db")
-        for table_dir in sorted(p for p in schema_dir.iterdir() if p.is_dir()):
-            table = table_dir.name
-            if not (schema.isidentifier() and table.isidentifier()) or not engine.table_exists(f"{schema}.{table}"):
-                continue  # a directory being written or retired (`--` in its name), or no table
-            session.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
-            if not session.catalog.tableExists(f"{schema}.{table}"):
-                session.sql(f"CREATE TABLE {schema}.{table} USING parquet LOCATION '{table_dir.as_posix()}'")
-                registered.append(f"{schema}.{table}")
-    return registered
 
 
 def register_identifier_function(session: "SparkSession", rules: IdentityRules) -> None:

@@ -61,7 +61,6 @@ def check_segment_file(path: Path, warehouse: WarehouseResource | None = None, e
 
 def _check_on_spark(path: Path, definition: SegmentDefinition, others: dict[str, SegmentDefinition], engine) -> tuple[bool, str]:
     """The same check on the Spark warehouse: its catalog, Spark's SQL, the size counted there."""
-    from cdp_assets.dbt.spark import register_tables
     from cdp_assets.segments.spark import catalog_from_spark, segment_members
 
     if not engine.table_exists(PROFILES_TABLE):
@@ -69,7 +68,7 @@ def _check_on_spark(path: Path, definition: SegmentDefinition, others: dict[str,
                        f"to check traits against; {RUN_FIRST}")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     session = engine.session()
-    register_tables(engine)
+    engine.register_tables()
     catalog = catalog_from_spark(session)
     compiled = compile_segment(definition, catalog, now, dialect="spark")
     _check_reused(definition, others, catalog, now, dialect="spark")
