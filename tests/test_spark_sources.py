@@ -24,7 +24,7 @@ from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import quote, sorted_rows
 
 from cdp_assets.config import load_sources
-from cdp_assets.runner import partitions_present
+from cdp_assets.runner import RunSummary, _fill_summary, partitions_present
 from cdp_assets.sample_orders_api import serve_sample_orders
 from cdp_assets.sources.assets import build_source_asset, input_folders, raw_key
 from cdp_assets.sources.checks import stray_files_check, volume_check
@@ -158,9 +158,14 @@ def test_source_extracts_on_spark_equal_duckdb_row_for_row(shops, spark_cluster,
     rejected = {row[1] for row in spark_tables(engine)["raw.rejected_files"][1]}
     assert any(f.endswith("broken.jsonl.gz") for f in rejected) and any("extra_" in f for f in rejected), rejected
     with_spark = loaded_files(WarehouseResource(), "web")  # what a sensor's first tick starts from
+    summary_on_spark = RunSummary()  # what `cdp run` prints
+    _fill_summary(summary_on_spark, WarehouseResource())
     monkeypatch.setenv("CDP_DATA_DIR", str(on_duckdb))
     monkeypatch.delenv("CDP_ENGINE")
     assert with_spark == loaded_files(WarehouseResource(), "web") and len(with_spark) > 100
+    summary = RunSummary()
+    _fill_summary(summary, WarehouseResource())
+    assert summary_on_spark == summary and summary.rejected_files == len(rejected) >= 2
     monkeypatch.setenv("CDP_DATA_DIR", str(on_spark))
     monkeypatch.setenv("CDP_ENGINE", "spark")
 
@@ -196,3 +201,53 @@ def test_source_extracts_on_spark_equal_duckdb_row_for_row(shops, spark_cluster,
     assert not result.success
     assert spark_tables(engine) == whole
     assert not list((on_spark / "spark-warehouse" / "raw.db").glob("*--*"))
+
+
+@pytest.mark.postgres
+def test_postgres_extract_on_spark_equals_duckdb(pg_schema, spark_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """The PostgreSQL source's incremental pull (pages, ties at the cursor, updated rows) stores on Spark the rows
+    and cursor it stores on DuckDB, run after run."""
+    from datetime import timedelta
+
+    from cdp_assets.config import SourceConfig
+
+    con, schema, dsn = pg_schema
+    table = f"{schema}.customers"
+    con.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, email text, city text, updated_at timestamptz NOT NULL)")
+    at = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+    def insert(rows):
+        con.cursor().executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", [(i, f"c{i}@example.com", c, t) for i, c, t in rows])
+
+    source = SourceConfig(name="crm_db", kind="postgres", partitions="none", dsn_env="CDP_TEST_CRM_DSN", table=table,
+                          primary_key="id", time_column="updated_at", page_size=4,
+                          columns={"id": "string", "email": "string", "city": "string", "updated_at": "timestamp"})
+    monkeypatch.setenv("CDP_TEST_CRM_DSN", dsn)
+    engines = {"duckdb": {}, "spark": {"CDP_ENGINE": "spark", "CDP_SPARK_MASTER": spark_cluster.master_url}}
+
+    def pull() -> dict[str, int]:
+        loaded = {}
+        for name, settings in engines.items():
+            with monkeypatch.context() as patch:
+                patch.setenv("CDP_DATA_DIR", str(tmp_path / name))
+                for variable, value in settings.items():
+                    patch.setenv(variable, value)
+                resources = {"warehouse": WarehouseResource(), "landing_zone": LandingZoneResource(), "orders_api": OrdersApiResource()}
+                result = materialize([build_source_asset(source)], resources=resources, run_config=QUIET)
+                [materialization] = result.asset_materializations_for_node("raw__crm_db")
+                loaded[name] = materialization.metadata["records_loaded"].value
+                engine = WarehouseResource().engine()
+                if name == "spark":
+                    found = {t: [r[:-1] for r in sorted_rows(engine.table(t).toArrow())] for t in ("raw.crm_db", "raw.cursors")}
+        with duckdb.connect(str(tmp_path / "duckdb" / "warehouse.duckdb"), read_only=True) as warehouse:
+            expected = {t: [r[:-1] for r in sorted_rows(warehouse.execute(f"SELECT * FROM {t}").to_arrow_table())]
+                        for t in ("raw.crm_db", "raw.cursors")}
+        assert found == expected
+        return loaded
+
+    insert([(i, "Paris", at) for i in range(1, 11)] + [(i, "Rome", at + timedelta(minutes=i)) for i in range(11, 16)])
+    assert pull() == {"duckdb": 15, "spark": 15}
+    insert([(16, "Oslo", at + timedelta(minutes=15))])  # a tie at the cursor
+    con.execute(f"UPDATE {table} SET city = 'Lyon', updated_at = %s WHERE id IN (3, 12)", [at + timedelta(hours=1)])
+    assert pull() == {"duckdb": 3, "spark": 3}
+    assert pull() == {"duckdb": 0, "spark": 0}
