@@ -131,7 +131,7 @@ def shops(tmp_path_factory) -> tuple[Path, Path, str]:
     root = tmp_path_factory.mktemp("spark-sources")
     on_duckdb, on_spark = root / "duckdb", root / "spark"
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
-    generate_sample_data(on_duckdb, events=1500, seed=11, end=end, log=lambda *_: None)
+    generate_sample_data(on_duckdb, events=1500, seed=11, end=end, days=7, log=lambda *_: None)
     shutil.copytree(on_duckdb, on_spark)
     hour = sorted((on_duckdb / "landing" / "web").glob("dt=*/hour=*"))[3].relative_to(on_duckdb)
     in_both((on_duckdb, on_spark), f"{hour}/broken.jsonl.gz", b"not gzip")
