@@ -30,6 +30,7 @@ from cdp_assets.privacy.suppression import Suppressions
 RAW = "partition_key string, file string, line_no bigint, record string, loaded_at timestamp"
 REJECTED = "source string, file string, reason string, rejected_at timestamp"
 CURSORS = "source string, cursor string, updated_at timestamp"
+REJECTED_SCHEMA = pl.Schema({"source": pl.String, "file": pl.String, "reason": pl.String, "rejected_at": pl.Datetime("us")})
 
 
 def _utc(frame: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -77,11 +78,8 @@ class SparkRawStore:
                 staged = self._table(table, RAW).where(~F.col("partition_key").isin(keys)).unionByName(staged)
             frames = {table: staged}
             if replacement.rejected or not self.engine.table_exists("raw.rejected_files"):
-                rejected = pl.DataFrame(replacement.rejected, schema=["source", "file", "reason", "rejected_at"],
-                                        orient="row").cast({"rejected_at": pl.Datetime("us")})
-                new = self.engine.frame(_utc(rejected, "rejected_at")).select(
-                    *[F.col(c).cast(t) for c, t in (("source", "string"), ("file", "string"), ("reason", "string"),
-                                                    ("rejected_at", "timestamp"))])
+                rejected = pl.DataFrame(replacement.rejected, schema=REJECTED_SCHEMA, orient="row")
+                new = self.engine.frame(_utc(rejected, "rejected_at")).select(*_columns(REJECTED))
                 frames["raw.rejected_files"] = self._table("raw.rejected_files", REJECTED).unionByName(new)
             replacement.total = self.engine.replace_tables(frames)[table]
         finally:
