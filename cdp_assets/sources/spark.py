@@ -98,17 +98,19 @@ class SparkRawStore:
         return rows[0][0] if rows else None
 
     def commit_page(self, table: str, source: str, frame: pl.DataFrame, cursor, now: datetime) -> None:
-        """A page and the cursor after it, swapped in together."""
+        """A page and the cursor after it, swapped in together. Each page rewrites the raw table (Parquet appends
+        and the cursor's rewrite would be two writes, and a crash between them would load rows again): fine at a
+        pull's sizes here, what a table format with transactions (Delta, Iceberg) would make cheap."""
         page = self.engine.frame(_utc(frame, "loaded_at")).select(*_columns(RAW))
         moved = self.engine.frame(_utc(pl.DataFrame(
             {"source": [source], "cursor": [None if cursor is None else str(cursor)], "updated_at": [now]},
             schema={"source": pl.String, "cursor": pl.String, "updated_at": pl.Datetime("us")}), "updated_at"))
         with self.engine.lock():
             cursors = self._table("raw.cursors", CURSORS).where(F.col("source") != source)
-            self.engine.replace_tables({
-                table: self._table(table, RAW).unionByName(page),
-                "raw.cursors": cursors.unionByName(moved.select(*_columns(CURSORS))),
-            })
+            frames = {"raw.cursors": cursors.unionByName(moved.select(*_columns(CURSORS)))}
+            if len(frame):  # a page with nothing new moves the cursor only (the table is rewritten whole)
+                frames[table] = self._table(table, RAW).unionByName(page)
+            self.engine.replace_tables(frames)
 
     def record_digests(self, table: str) -> set[str]:
         rows = self.engine.table(table).select(F.md5("record")).distinct().collect()
