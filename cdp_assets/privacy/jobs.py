@@ -12,28 +12,56 @@ from cdp_resources.warehouse import rewrite_database
 
 
 def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: None) -> list[dict]:
-    """Each pending request erased in turn, then the warehouse file rewritten; only then are the request
-    files (the only copies of the identifiers) removed."""
+    """Each pending request erased in turn, then the warehouse compacted; only then are the request files
+    (the only copies of the identifiers) removed."""
     rules = load_identity_rules(config_dir() / "identity.yaml")
     destinations = load_destinations(config_dir() / "destinations.yaml").values()
     root = data_dir()
+    erasure = _erasure(warehouse)
     audits = []
-    with warehouse.lock():  # held until the warehouse file is rewritten: nobody opens it half-erased
+    with erasure.lock():  # held until the warehouse is compacted: nobody reads it half-erased
         requests = pending_requests(root)
         for _, request in requests:
-            with warehouse.connect() as con:
-                audit = erase(con, root, request, rules, privacy_salt(root), destinations)
+            audit = erasure.erase(root, request, rules, privacy_salt(root), destinations)
             log(f"erasure {audit['request_id']}: {audit['persons']} person(s), {sum(audit['rows_deleted'].values())} rows, "
                 f"{sum(audit['values_scrubbed'].values())} values scrubbed, "
                 f"{audit['file_records_removed']} file records in {audit['files_rewritten']} files")
             audits.append(audit)
         if audits:
-            rewrite = rewrite_database(warehouse.file(), warehouse.settings())
-            log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
-                f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
+            erasure.compact(log)
         for path, _ in requests:  # only now: a crash before this re-runs the (idempotent) erasure
             path.unlink()
     return audits
+
+
+def _erasure(warehouse: WarehouseResource):
+    """The erasure's steps on the warehouse's engine: the one place erasure differs by engine."""
+    engine = warehouse.engine()
+    if engine.name == "spark":
+        from cdp_assets.privacy.spark import SparkErasure
+
+        return SparkErasure(engine)
+    return DuckDBErasure(warehouse)
+
+
+class DuckDBErasure:
+    """Erasure on the DuckDB file: rows deleted by SQL, then the file rewritten (a DELETE leaves the old
+    values in its blocks)."""
+
+    def __init__(self, warehouse: WarehouseResource):
+        self.warehouse = warehouse
+
+    def lock(self):
+        return self.warehouse.lock()
+
+    def erase(self, root, request: dict, rules, salt: str, destinations) -> dict:
+        with self.warehouse.connect() as con:
+            return erase(con, root, request, rules, salt, destinations)
+
+    def compact(self, log) -> None:
+        rewrite = rewrite_database(self.warehouse.file(), self.warehouse.settings())
+        log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
+            f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
 
 
 @op(description="Erase every person with a pending request, in every layer; audit without personal data.", pool="warehouse")
