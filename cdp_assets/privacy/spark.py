@@ -152,6 +152,8 @@ def erase_tables(engine, persons: set[str], erased: KnownValues) -> tuple[dict[s
             continue
         frame = engine.table(table)
         person_columns, texts = erasure_columns([(f.name, duckdb_type_name(f.dataType)) for f in frame.schema.fields])
+        if not texts and not (person_columns and persons):
+            continue
         theirs = _any([_col(c).isin(sorted(persons)) for c in (person_columns if persons else ())]
                       + [test for c, _ in texts for test in _holds_spelling(_col(c).cast("string"), known)])
         mention = _any([F.lower(_col(c).cast("string")).contains(needle) for c, _ in texts for needle in erased.mentioned]) \
@@ -222,16 +224,19 @@ def _python(value, data_type):
 
 
 def _warehouse_files(engine):
-    """The files the file erasure leaves to this module (the Spark warehouse and its lock), and the DuckDB
-    file of the other engine, which a Spark run never opens."""
+    """The files the file erasure leaves alone: the tables' own (erased above) and the warehouse's lock, and the
+    DuckDB file of the other engine, which a Spark run never opens. Other files under the warehouse (what a
+    crashed writer left: `<table>--writing-...` directories) are erased as files, so nothing is left behind."""
     warehouse = engine.warehouse_dir.resolve()
     lock = warehouse.with_name(warehouse.name + ".lock")
     duckdb_file = warehouse_path().resolve()
 
     def is_warehouse(path: Path) -> bool:
         path = path.resolve()
-        return path.is_relative_to(warehouse) or path == lock or (
-            path.parent == duckdb_file.parent and path.name.startswith(duckdb_file.name))
+        if path.is_relative_to(warehouse):
+            parts = path.relative_to(warehouse).parts
+            return len(parts) > 2 and parts[0].endswith(".db") and parts[0][:-3].isidentifier() and parts[1].isidentifier()
+        return path == lock or (path.parent == duckdb_file.parent and path.name.startswith(duckdb_file.name))
     return is_warehouse
 
 
