@@ -27,15 +27,17 @@ from spark_tables import sorted_rows
 
 pytestmark = pytest.mark.spark
 SALT = "test-salt-not-a-secret"
-# Differs between two erasures of the same request by construction: when each finished.
-WHEN_DONE = {"cdp.privacy_audit": {"done_at"}}
+# Differs between two erasures of the same request by construction: when each finished, and enqueued the
+# deletion notice.
+WHEN_DONE = {"cdp.privacy_audit": {"done_at"}, "cdp.deliveries": {"ordered_at", "enqueued_at"}}
 
 
 @pytest.fixture(scope="module")
 def shops(tmp_path_factory, spark_cluster):  # noqa: F811 (fixture)
-    """(DuckDB data directory, Spark data directory, the person's email, their spellings): the same shop on both
-    engines, and one erasure request for a customer with orders pending in both."""
-    from cdp_assets.privacy.erase import request_erasure
+    """(DuckDB data directory, Spark data directory, the person's email, their spellings, their person id): the
+    same shop on both engines, and one erasure request for a customer with orders pending in both."""
+    from cdp_assets.activation.deliveries import LEDGER_DDL
+    from cdp_assets.cli import main
     from cdp_assets.runner import run_everything
     from cdp_assets.sample_data import generate_sample_data
     from cdp_resources import WarehouseResource
@@ -59,6 +61,12 @@ def shops(tmp_path_factory, spark_cluster):  # noqa: F811 (fixture)
                        FROM cdp.events WHERE user_id IS NOT NULL AND user_id NOT IN
                          (SELECT identifier_value FROM cdp.id_map WHERE person_id = ?) ORDER BY event_id LIMIT 1""",
                     [url, person_id])
+        # An HTTP destination was sent something about them: it gets a deletion notice.
+        con.execute(LEDGER_DDL)
+        con.execute("""INSERT INTO cdp.deliveries (destination, idempotency_key, person_id, item_kind, payload, ordered_at,
+                       status, attempts, enqueued_at, sent_at) VALUES ('marketing_webhook', 'k-planted', ?, 'segment_entry',
+                       ?, TIMESTAMP '2026-01-01 10:00', 'sent', 1, TIMESTAMP '2026-01-01 10:00', TIMESTAMP '2026-01-01 10:01')""",
+                    [person_id, json.dumps({"email": email})])
         spellings = {r[0].strip().lower() for r in con.execute(
             """SELECT l.raw_value FROM core.identifier_lookup l JOIN cdp.id_map m USING (identifier_type, identifier_value)
                WHERE m.person_id = ? UNION SELECT identifier_value FROM cdp.id_map WHERE person_id = ?""",
@@ -72,12 +80,12 @@ def shops(tmp_path_factory, spark_cluster):  # noqa: F811 (fixture)
         with duckdb.connect(str(on_duckdb / "warehouse.duckdb"), read_only=True) as con:
             copy_to_spark(con, engine, tables)
     assert scan(on_spark / "spark-warehouse", spellings), "the Spark tables hold the person before the erasure"
-    # One request, recorded once: both engines process the same request id and time.
-    request_id = request_erasure(on_duckdb, "email", f"  {email.upper()} ")
-    request = on_duckdb / "privacy" / "requests" / f"{request_id}.json"
+    # One request (`cdp erase`), recorded once: both engines process the same request id and time.
+    assert main(["erase", f"email:  {email.upper()} "]) == 0
+    [request] = (on_duckdb / "privacy" / "requests").glob("*.json")
     (on_spark / "privacy" / "requests").mkdir(parents=True)
     shutil.copy2(request, on_spark / "privacy" / "requests" / request.name)
-    yield on_duckdb, on_spark, email, spellings
+    yield on_duckdb, on_spark, email, spellings, person_id
     patch.undo()
 
 
@@ -100,7 +108,7 @@ def cdp(*args: str, capsys) -> tuple[int, str]:
 
 
 def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatch):  # noqa: F811 (fixture)
-    on_duckdb, on_spark, email, _ = shops
+    on_duckdb, on_spark, email, _, _ = shops
     monkeypatch.setenv("CDP_DATA_DIR", str(on_duckdb))
     code, expected = cdp("profile", f"email:{email.title()}", "--format", "json", capsys=capsys)
     assert code == 0 and json.loads(expected)["recent_events"] and json.loads(expected)["profile"]
@@ -120,7 +128,7 @@ def test_a_failed_swap_leaves_the_tables_whole_and_the_request_pending(shops, sp
     from cdp_resources import WarehouseResource
     from cdp_resources.spark import SparkEngine
 
-    _, on_spark, _, spellings = shops
+    _, on_spark, _, spellings, _ = shops
 
     def disk_full(self, frames):
         raise OSError(28, "No space left on device")
@@ -141,7 +149,7 @@ def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster,
     from cdp_assets.runner import RunSummary, _erase_pending
     from cdp_resources import WarehouseResource
 
-    on_duckdb, on_spark, email, spellings = shops
+    on_duckdb, on_spark, email, spellings, person_id = shops
     monkeypatch.setenv("CDP_DATA_DIR", str(on_duckdb))
     assert _erase_pending(DagsterInstance.ephemeral(), {"warehouse": WarehouseResource()}, RunSummary(), print)
     with spark_env(on_spark, spark_cluster):
@@ -152,7 +160,10 @@ def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster,
         assert progress[0].startswith("[0] privacy: 1 erasure request")
         engine = WarehouseResource().engine()
         assert not list((on_spark / "privacy" / "requests").glob("*.json"))  # processed, and the identifier with it
-        assert scan(on_spark, spellings) == {}  # every file, the Spark warehouse's Parquet files included
+        # Every file, the Spark warehouse's Parquet files included; their pseudonymous id stays only in the
+        # deletion notice, until it is delivered.
+        assert scan(on_spark, spellings - {person_id}) == {}
+        assert {Path(f).parent.as_posix() for f in scan(on_spark, {person_id})} == {"spark-warehouse/cdp.db/deliveries"}
         with duckdb.connect(str(on_duckdb / "warehouse.duckdb"), read_only=True) as con:
             tables = [f"{s}.{t}" for s, t in con.execute(
                 "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY 1, 2"
@@ -169,8 +180,10 @@ def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster,
                 rows = sorted_rows(frame.select(*[f"`{c}`" for c in columns]).toArrow())
                 assert rows == expected, f"{table}: {len(set(rows) ^ set(expected))} rows differ, e.g. " \
                     f"{sorted(set(rows) - set(expected), key=repr)[:2]} vs {sorted(set(expected) - set(rows), key=repr)[:2]}"
-            [audit] = con.execute("SELECT rows_deleted, values_scrubbed FROM cdp.privacy_audit").fetchall()
+            [(*audit, notices)] = con.execute(
+                "SELECT rows_deleted, values_scrubbed, notices_enqueued FROM cdp.privacy_audit").fetchall()
             [(properties,)] = con.execute("SELECT properties FROM cdp.events WHERE event_id = 'planted-mention'").fetchall()
     assert json.loads(audit[0]).get("cdp.events") and json.loads(audit[1]).get("cdp.events") == 1, audit
+    assert notices == 1
     assert "email=[erased]&src=mail" in properties
     assert email not in json.dumps(audit).lower()
