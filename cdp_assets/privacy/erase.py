@@ -11,6 +11,8 @@ identifier, so data re-sent later never lands.
 Every table is visited, so new tables need nothing here: a row is the person's when a person-id column
 (`PERSON_ID_COLUMN`) holds one of their ids or any text, JSON or list column holds one of their
 identifiers as a value (or as a JSON string inside it); other rows' strings that mention one are scrubbed.
+On Spark (`CDP_ENGINE=spark`, `erasure_on`) cdp_assets/privacy/spark.py applies these same rules to the
+Parquet tables, rewriting each table that holds the person.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import IdentityRules
 from cdp_assets.privacy.files import erase_from_file
 from cdp_assets.privacy.suppression import SUPPRESSIONS_DDL, KnownValues, identifier_hash
-from cdp_resources.warehouse import table_exists
+from cdp_resources.warehouse import rewrite_database, table_exists
 
 AUDIT_DDL = """CREATE TABLE IF NOT EXISTS cdp.privacy_audit (
     request_id VARCHAR, action VARCHAR, requested_at TIMESTAMP, done_at TIMESTAMP, persons INTEGER,
@@ -71,6 +73,36 @@ def pending_requests(data_dir: Path) -> list[tuple[Path, dict]]:
 def normalized_identifier(identifier_type: str, value: str, rules: IdentityRules) -> str:
     """The identifier of a request as the id map holds it (as given, trimmed, if it does not normalize)."""
     return normalize_identifier(identifier_type, value, rules.default_phone_region) or value.strip()
+
+
+def erasure_on(warehouse):
+    """The erasure's steps on the warehouse's engine: the one place erasure differs by engine."""
+    engine = warehouse.engine()
+    if engine.name == "spark":
+        from cdp_assets.privacy.spark import SparkErasure
+
+        return SparkErasure(engine)
+    return DuckDBErasure(warehouse)
+
+
+class DuckDBErasure:
+    """Erasure on the DuckDB file: rows deleted by SQL, then the file rewritten (a DELETE leaves the old
+    values in its blocks)."""
+
+    def __init__(self, warehouse):
+        self.warehouse = warehouse
+
+    def lock(self):
+        return self.warehouse.lock()
+
+    def erase(self, root, request: dict, rules, salt: str, destinations) -> dict:
+        with self.warehouse.connect() as con:
+            return erase(con, root, request, rules, salt, destinations)
+
+    def compact(self, log) -> None:
+        rewrite = rewrite_database(self.warehouse.file(), self.warehouse.settings())
+        log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
+            f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
 
 
 def person_identifiers(con, identifier_type: str, value: str, rules: IdentityRules) -> tuple[set[str], set[tuple[str, str]]]:

@@ -4,11 +4,10 @@ from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipRea
 
 from cdp_assets.activation.config import load_destinations
 from cdp_assets.identity.rules import load_identity_rules
-from cdp_assets.privacy.erase import erase, pending_requests
+from cdp_assets.privacy.erase import erasure_on, pending_requests
 from cdp_assets.privacy.suppression import privacy_salt
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir, data_dir
-from cdp_resources.warehouse import rewrite_database
 
 
 def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: None) -> list[dict]:
@@ -17,7 +16,7 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
     rules = load_identity_rules(config_dir() / "identity.yaml")
     destinations = load_destinations(config_dir() / "destinations.yaml").values()
     root = data_dir()
-    erasure = _erasure(warehouse)
+    erasure = erasure_on(warehouse)
     audits = []
     with erasure.lock():  # held until the warehouse is compacted: nobody reads it half-erased
         requests = pending_requests(root)
@@ -32,36 +31,6 @@ def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: N
         for path, _ in requests:  # only now: a crash before this re-runs the (idempotent) erasure
             path.unlink()
     return audits
-
-
-def _erasure(warehouse: WarehouseResource):
-    """The erasure's steps on the warehouse's engine: the one place erasure differs by engine."""
-    engine = warehouse.engine()
-    if engine.name == "spark":
-        from cdp_assets.privacy.spark import SparkErasure
-
-        return SparkErasure(engine)
-    return DuckDBErasure(warehouse)
-
-
-class DuckDBErasure:
-    """Erasure on the DuckDB file: rows deleted by SQL, then the file rewritten (a DELETE leaves the old
-    values in its blocks)."""
-
-    def __init__(self, warehouse: WarehouseResource):
-        self.warehouse = warehouse
-
-    def lock(self):
-        return self.warehouse.lock()
-
-    def erase(self, root, request: dict, rules, salt: str, destinations) -> dict:
-        with self.warehouse.connect() as con:
-            return erase(con, root, request, rules, salt, destinations)
-
-    def compact(self, log) -> None:
-        rewrite = rewrite_database(self.warehouse.file(), self.warehouse.settings())
-        log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
-            f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
 
 
 @op(description="Erase every person with a pending request, in every layer; audit without personal data.", pool="warehouse")
