@@ -117,6 +117,10 @@ def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatc
         assert code == 0
         assert found == expected
         assert cdp("profile", "email:nobody@nowhere.example", capsys=capsys)[0] == 1
+        # What reads the DuckDB file says it does not run on Spark (and creates no DuckDB file).
+        assert cdp("export", f"email:{email}", capsys=capsys)[0] == 2
+        assert cdp("profile", f"email:{email}", "--explain", f"email:{email}", capsys=capsys)[0] == 2
+    assert not list(on_spark.glob("warehouse.duckdb*"))
 
 
 def test_a_failed_swap_leaves_the_tables_whole_and_the_request_pending(shops, spark_cluster, monkeypatch):  # noqa: F811
