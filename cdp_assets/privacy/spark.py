@@ -249,7 +249,7 @@ def _warehouse_files(engine):
 
 
 def _frame(engine, table: str, rows: list[tuple], ddl: str) -> DataFrame:
-    """Rows as a frame of the table's columns (its own types when it exists; times as naive UTC)."""
+    """Rows as a frame of the table's columns (its own types when it exists; naive times read as UTC)."""
     rows = [tuple(v.replace(tzinfo=timezone.utc) if isinstance(v, datetime) and v.tzinfo is None else v for v in row)
             for row in rows]
     frame = engine.session().createDataFrame(rows, ddl)
