@@ -232,3 +232,66 @@ def test_validation_on_spark_equals_duckdb(shop, spark_cluster):  # noqa: F811 (
         patch.undo()
     assert not result.passed
     assert "lost" in result.metadata["problems"].value
+
+
+def test_debezium_encodings_parse_on_spark(shop, spark_cluster):  # noqa: F811 (fixture)
+    """The CDC parse view's Spark SQL (dbt/macros/debezium.sql spark__*) decodes every Debezium encoding as the
+    DuckDB test's oracle says (tests/test_debezium.py: Python's datetime and Decimal arithmetic)."""
+    from decimal import Decimal
+
+    import polars as pl
+    from tests.test_debezium import EPOCH, TYPES, envelope, unscaled
+
+    from cdp_assets.dbt.project import run_dbt
+    from cdp_assets.dbt.vars import dbt_vars
+    from cdp_assets.events.spark import _arrow, _built_views, _naive
+    from cdp_assets.events.validate import unpack_typed
+    from cdp_resources.spark import SparkEngine
+
+    data_dir, _ = shop
+    engine = SparkEngine(spark_cluster.master_url, data_dir / "spark-warehouse")
+    moment = datetime(2026, 11, 27, 10, 15, 30, 123456)
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    days = (moment.date() - EPOCH.date()).days
+    of_day = (moment - moment.replace(hour=0, minute=0, second=0, microsecond=0)) // timedelta(microseconds=1)
+    after = {
+        "id": 1, "born": days, "kday": days, "wake_ms": of_day // 1000, "kwake": of_day // 1000, "wake_us": of_day,
+        "wake_ns": of_day * 1000 + 789, "ms_at": micros // 1000, "kafka_at": micros // 1000, "us_at": micros,
+        "ns_at": micros * 1000 + 789, "zoned_at": "2026-11-27T11:15:30.123456+01:00",
+        "price": unscaled(Decimal("-1234567.89"), 2),
+        "price_text": unscaled(Decimal("12345678901234567890123456.123456789012"), 12),
+        "balance": {"scale": 3, "value": unscaled(Decimal("0.125"), 3)}, "plain_at": micros,
+    }
+    lines = [envelope(after, {"price": 2, "price_text": 12}, 1),
+             envelope({"id": 2, "us_at": 9223372036825200000, "price": "not base64!"}, {"price": 2}, 2),
+             envelope({"id": 3, "us_at": micros, "price": 1234}, {}, 3, with_schema=False)]
+    raw = pl.DataFrame({"partition_key": [""] * 3, "file": ["f.jsonl"] * 3, "line_no": [1, 2, 3], "record": lines,
+                        "loaded_at": [datetime(2026, 1, 1)] * 3})
+    engine.replace_tables({"raw.pg_types": engine.frame(raw.with_columns(pl.col("loaded_at").dt.replace_time_zone("UTC")))})
+    engine.register_tables()
+    vars_ = dbt_vars()
+    vars_["sources"]["pg_types"] = {**vars_["sources"]["crm_customers"], "columns": TYPES.columns, "primary_key": "id"}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(data_dir))
+    patch.setenv("CDP_SPARK_MASTER", spark_cluster.master_url)
+    try:
+        run_dbt(["run", "--target", "spark", "--select", "path:models/staging/parsed"], vars_)
+    finally:
+        patch.undo()
+        _built_views.clear()  # the views now parse pg_types too: the next validation builds its own
+    parsed = engine.session().sql("SELECT * FROM staging.parsed_records WHERE raw_source = 'pg_types' ORDER BY line_no")
+    frame = unpack_typed(_naive(pl.from_arrow(_arrow(parsed))), TYPES)
+    assert frame["parse_errors"].to_list() == [
+        [], ["bad_timestamp: us_at 9223372036825200000 is not a timestamp", "wrong_type: price not base64! is not a number"],
+        []]
+    row = frame.row(0, named=True)
+    millis = moment.replace(microsecond=123000)
+    assert row["born"] == datetime(2026, 11, 27) and row["kday"] == "2026-11-27"
+    assert (row["wake_ms"], row["kwake"], row["wake_us"], row["wake_ns"]) == (
+        "10:15:30.123000", "10:15:30.123000", "10:15:30.123456", "10:15:30.123456")
+    assert (row["ms_at"], row["kafka_at"], row["us_at"], row["ns_at"]) == (millis, millis, moment, moment)
+    assert row["zoned_at"] == moment and row["plain_at"] == moment
+    assert row["price"] == -1234567.89 and row["balance"] == 0.125
+    assert row["price_text"] == "12345678901234567890123456.123456789012"  # exact, all 38 digits
+    schemaless = frame.row(2, named=True)
+    assert schemaless["us_at"] == moment and schemaless["price"] == 1234.0

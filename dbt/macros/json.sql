@@ -29,15 +29,18 @@
 {% macro default__json_type_at(json, path) -%}
     json_type({{ json }}, {{ cdp_literal(path) }})
 {%- endmacro %}
-{#- Spark 4's VARIANT names the type; named here as DuckDB names it (decimals are JSON numbers with a fraction or
-    beyond BIGINT: DOUBLE, or UBIGINT without a fraction). The lambda reads the type once: the expression stays
-    small enough for Spark's code generation however often a model asks. -#}
+{#- Spark 4's VARIANT names the type; named here as DuckDB names it: a whole number is UBIGINT when not negative
+    (and below 2^64), BIGINT when negative, a number with a fraction (or beyond) DOUBLE. The lambdas read the
+    value once: the expression stays small enough for Spark's code generation however often a model asks. -#}
 {% macro spark__json_type_at(json, path) -%}
-    transform(array(schema_of_variant(try_variant_get(try_parse_json({{ json }}), {{ cdp_literal(path) }}))), t -> case
-        when t = 'VOID' then 'NULL' when t = 'STRING' then 'VARCHAR'
-        when t like 'OBJECT%' then 'OBJECT' when t like 'ARRAY%' then 'ARRAY'
-        when t like 'DECIMAL(%,0)' then 'UBIGINT' when t like 'DECIMAL%' or t = 'FLOAT' then 'DOUBLE'
-        else t end)[0]
+    transform(array(try_variant_get(try_parse_json({{ json }}), {{ cdp_literal(path) }})), v ->
+        transform(array(schema_of_variant(v)), t -> case
+            when t = 'VOID' then 'NULL' when t = 'STRING' then 'VARCHAR'
+            when t like 'OBJECT%' then 'OBJECT' when t like 'ARRAY%' then 'ARRAY'
+            when t in ('BIGINT', 'INT', 'SMALLINT', 'TINYINT') then case when cast(v as bigint) >= 0 then 'UBIGINT' else 'BIGINT' end
+            when t like 'DECIMAL(%,0)' and cast(v as decimal(38, 0)) between 0 and 18446744073709551615 then 'UBIGINT'
+            when t like 'DECIMAL%' or t = 'FLOAT' then 'DOUBLE'
+            else t end)[0])[0]
 {%- endmacro %}
 
 {# True when `text` is one JSON object (the only shape a record may have). #}
@@ -47,8 +50,23 @@
 {% macro default__is_json_object(text) -%}
     (json_valid({{ text }}) and starts_with(ltrim({{ text }}), '{'))
 {%- endmacro %}
+{#- Spark's parser stops after the first value (`{"a": 1} x` parses): inside brackets, whatever follows it
+    must be JSON too, and the array must hold that one object -#}
 {% macro spark__is_json_object(text) -%}
-    coalesce(schema_of_variant(try_parse_json({{ text }})) like 'OBJECT%', false)
+    coalesce(transform(array(try_parse_json('[' || {{ text }} || ']')), a ->
+        schema_of_variant(try_variant_get(a, '$[0]')) like 'OBJECT%' and try_variant_get(a, '$[1]') is null)[0], false)
+{%- endmacro %}
+
+{# The JSON value at `path` as JSON text (a string stays a quoted JSON string, a JSON null is `null`), null when
+   absent: what the parse views keep of a record (DuckDB's `->`). #}
+{% macro json_member(json, path) -%}
+    {{ return(adapter.dispatch('json_member', 'cdp')(json, path)) }}
+{%- endmacro %}
+{% macro default__json_member(json, path) -%}
+    {{ json_value(json, path) }}
+{%- endmacro %}
+{% macro spark__json_member(json, path) -%}
+    to_json(try_variant_get(try_parse_json({{ json }}), {{ cdp_literal(path) }}))
 {%- endmacro %}
 
 {# A text known to be JSON as the engine's JSON value (DuckDB's JSON type; Spark reads JSON from its text). #}

@@ -12,7 +12,7 @@
     {%- if kind == 'string' -%}
         {%- do return({'value': "nullif(trim(" ~ text ~ "), '')", 'error': 'null', 'failed': 'null'}) -%}
     {%- elif kind == 'list' -%}
-        {%- set value = json_to_strings(json_value(json, path)) -%}
+        {%- set value = json_to_strings(json_member(json, path)) -%}
     {%- elif kind == 'timestamp' -%}
         {%- set value = utc_timestamp(text) -%}
     {%- elif kind == 'number' -%}
@@ -41,7 +41,7 @@
 {%- endmacro %}
 {#- (the session's zone is UTC; Spark also reads a bare year or year-month as a time, DuckDB does not) -#}
 {% macro spark__utc_timestamp(text) -%}
-    case when {{ text }} rlike '^[0-9]{4}-[0-9]{2}-[0-9]{2}' then try_cast({{ text }} as timestamp) end
+    case when ltrim({{ text }}) rlike '^[0-9]{4}-[0-9]{2}-[0-9]{2}' then try_cast({{ text }} as timestamp) end
 {%- endmacro %}
 
 {# A text as a boolean (null when it is not one). #}
@@ -151,9 +151,9 @@
             {{ sent.value }} as sent_at,
             coalesce({{ received.value }}, loaded_at) as received_at,
             case
-                when {{ json_value('m', '$.context.traits') }} is null then {{ json_value('m', '$.traits') }}
-                when {{ json_value('m', '$.traits') }} is null then {{ json_value('m', '$.context.traits') }}
-                else {{ json_merge_patch(json_value('m', '$.context.traits'), json_value('m', '$.traits')) }}
+                when {{ json_member('m', '$.context.traits') }} is null then {{ json_member('m', '$.traits') }}
+                when {{ json_member('m', '$.traits') }} is null then {{ json_member('m', '$.context.traits') }}
+                else {{ json_merge_patch(json_member('m', '$.context.traits'), json_member('m', '$.traits')) }}
             end as merged_traits
         from messages
     )
@@ -179,9 +179,9 @@
         original_timestamp,
         sent_at,
         coalesce({{ json_text('m', '$.source') }}, {{ cdp_literal(name) }}) as source,
-        {{ json_value('m', '$.properties') }} as properties,
+        {{ json_member('m', '$.properties') }} as properties,
         merged_traits as traits,
-        {{ json_value('m', '$.context') }} as context,
+        {{ json_member('m', '$.context') }} as context,
         coalesce(user_id, anonymous_id, previous_id) as identity,
         lower(trim({{ json_text('merged_traits', '$.email') }})) as email
     from fields
@@ -245,7 +245,7 @@
             {%- endif %}
             coalesce({{ received.value }}, loaded_at) as received_at,
             {{ webhook_body_object(trait_paths) }} as traits,
-            {% if mapping.get('properties') %}{{ webhook_body_object(mapping.properties) }}{% else %}{{ json_value('m', '$.body') }}{% endif %} as properties
+            {% if mapping.get('properties') %}{{ webhook_body_object(mapping.properties) }}{% else %}{{ json_member('m', '$.body') }}{% endif %} as properties
         from messages
     )
 
@@ -310,7 +310,7 @@
         {%- do errors.append(t.error) -%}
         {%- do failed.append(t.failed) -%}
     {%- endfor -%}
-    {%- set envelope = "coalesce(" ~ json_value('j', '$.payload') ~ ", j)" -%}
+    {%- set envelope = "coalesce(" ~ json_member('j', '$.payload') ~ ", j)" -%}
     with raw as (
         {{ raw_records(name) }}
     ),
@@ -331,8 +331,8 @@
             end as op,
             case
                 when {{ json_text('j', '$.Op') }} is not null then j
-                when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_value(envelope, '$.before') }}
-                else {{ json_value(envelope, '$.after') }}
+                when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_member(envelope, '$.before') }}
+                else {{ json_member(envelope, '$.after') }}
             end as img,
             {#- the row image's field schemas when the envelope carries Kafka Connect's `schema` (JsonConverter schemas.enable) -#}
             {{ debezium_row_schema('j') }} as img_schema
