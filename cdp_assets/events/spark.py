@@ -62,7 +62,9 @@ TABLES = {
                        "partition_key": "string", "file": "string", "line_no": "bigint"},
 }
 SPARK_TYPES = {"string": "string", "number": "double", "boolean": "boolean", "list": "array<string>", "timestamp": "timestamp"}
-_built_views: dict[str, str] = {}  # warehouse directory -> digest of the parse views this process built
+# Warehouse directory -> digest of the parse views this process built. The catalog is in memory, so what DuckDB
+# keeps in core.model_digests lives and dies with the process here.
+_built_views: dict[str, str] = {}
 
 
 class Pending:
@@ -127,7 +129,7 @@ def ensure_parse_views_on_spark(engine: "SparkEngine", sources: dict[str, Source
     from cdp_assets.dbt.vars import dbt_vars
 
     session = engine.session()
-    # DuckDB reads a record whose object repeats a key (the first wins for ->>); Spark's VARIANT refuses one.
+    # DuckDB reads a record whose object repeats a key; Spark's VARIANT refuses one unless told.
     session.conf.set("spark.sql.variant.allowDuplicateKeys", "true")
     vars_ = dbt_vars()
     digest = parse_views_digest(vars_["sources"])

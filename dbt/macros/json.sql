@@ -65,8 +65,13 @@
 {% macro default__json_member(json, path) -%}
     {{ json_value(json, path) }}
 {%- endmacro %}
+{#- get_json_object writes numbers as DuckDB does (109.0 stays 109.0; VARIANT would write 109), VARIANT keeps a
+    string a JSON string and a JSON null `null` -#}
 {% macro spark__json_member(json, path) -%}
-    to_json(try_variant_get(try_parse_json({{ json }}), {{ cdp_literal(path) }}))
+    transform(array(try_variant_get(try_parse_json({{ json }}), {{ cdp_literal(path) }})), v -> case
+        when is_variant_null(v) then 'null'
+        when schema_of_variant(v) = 'STRING' then to_json(v)
+        else get_json_object({{ json }}, {{ cdp_literal(path) }}) end)[0]
 {%- endmacro %}
 
 {# A text known to be JSON as the engine's JSON value (DuckDB's JSON type; Spark reads JSON from its text). #}
