@@ -15,7 +15,7 @@ from dagster import (
 from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.events.pii import load_pii_rules
 from cdp_assets.events.rules import great_expectations_result, load_suite, preload_great_expectations
-from cdp_assets.events.validate import ensure_parse_views, start_validation, validate_source
+from cdp_assets.events.validate import validate_sources_in
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
 from cdp_resources import WarehouseResource
@@ -63,19 +63,11 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
         parameters = {"max_event_time": now + timedelta(days=1)}
         pii = load_pii_rules(config_dir() / "pii.yaml")
         preload_great_expectations()
-        results = {}
-        with warehouse.lock():
-            if ensure_parse_views(warehouse, sources.values()):
-                for key in sorted({parsed_key(s) for s in sources.values()}, key=lambda k: k.to_user_string()):
-                    context.log_event(AssetMaterialization(asset_key=key, description="rebuilt: missing, or what it is built from changed"))
-        with warehouse.connect() as con:
-            batch = start_validation(con, now, sources.values())
-            for source in sources.values():
-                results[source.name] = validate_source(con, source, pii, parameters, batch, log=context.log.info)
-            totals = _totals(con, sources)
-            reconciliation = con.execute(
-                "SELECT source, partition_key, records, accepted, quarantined FROM validated.reconciliation"
-            ).fetchall()
+        run = validate_sources_in(warehouse.engine(), sources, pii, parameters, now, log=context.log.info)
+        if run.parse_views_rebuilt:
+            for key in sorted({parsed_key(s) for s in sources.values()}, key=lambda k: k.to_user_string()):
+                context.log_event(AssetMaterialization(asset_key=key, description="rebuilt: missing, or what it is built from changed"))
+        batch, results, totals, reconciliation = run.batch, run.results, run.totals, run.reconciliation
         # Outside the warehouse connection: GE's suite result is CPU work and must not hold the writer.
         suite_results = {
             name: great_expectations_result(r.sample.head(GE_SAMPLE_ROWS), load_suite("events" if sources[name].produces_events else name), parameters)
@@ -129,32 +121,6 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
             })
 
     return validate_records
-
-
-def _totals(con, sources: dict[str, SourceConfig]) -> dict:
-    tables = ["cdp.events", "core.event_duplicates", "cdp.quarantine", "cdp.tracking_plan_violations"] + [
-        f"validated.{s.name}" for s in sources.values() if not s.produces_events
-    ]
-    counts = {t: con.execute(f'SELECT count(*) FROM {t.split(".")[0]}."{t.split(".")[1]}"').fetchone()[0] for t in tables}
-    # Per events source: the share of its raw records kept with a violation, and the violations by code.
-    records = dict(con.execute("SELECT source, sum(records) FROM validated.reconciliation GROUP BY 1").fetchall())
-    flagged = dict(con.execute("SELECT source, count(*) FROM cdp.tracking_plan_violations GROUP BY 1").fetchall())
-    codes: dict[str, dict[str, int]] = {}
-    for source, code, count in con.execute(
-        "SELECT source, split_part(v, ':', 1), count(*) FROM (SELECT source, unnest(violations) AS v "
-        "FROM cdp.tracking_plan_violations) GROUP BY ALL ORDER BY ALL"
-    ).fetchall():
-        codes.setdefault(source, {})[code] = count
-    counts["violation_rates"] = {
-        s.name: {"flagged": flagged.get(s.name, 0), "records": int(records.get(s.name) or 0),
-                 "rate": round(flagged.get(s.name, 0) / records[s.name], 4) if records.get(s.name) else 0.0,
-                 "by_code": codes.get(s.name, {})}
-        for s in sources.values() if s.produces_events
-    }
-    counts["reasons"] = dict(con.execute(
-        "SELECT split_part(reasons[1], ':', 1) AS code, count(*) FROM cdp.quarantine GROUP BY 1 ORDER BY 1"
-    ).fetchall())
-    return counts
 
 
 def validation_assets():

@@ -167,6 +167,68 @@ def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFram
     return accepted, quarantine, violations
 
 
+@dataclass
+class ValidationRun:
+    """What one validation run did: its batch, per source what was judged, the tables' totals and the
+    reconciliation rows (source, partition_key, records, accepted, quarantined)."""
+
+    batch: int
+    results: dict[str, SourceResult]
+    totals: dict
+    reconciliation: list[tuple]
+    parse_views_rebuilt: bool = False
+
+
+def validate_sources_in(engine, sources: dict[str, SourceConfig], pii: PiiRules, parameters: dict, now: datetime,
+                        log=lambda message: None) -> ValidationRun:
+    """Judge the changed partitions of every source on the warehouse's engine (`WarehouseResource.engine()`):
+    the one place validation differs by engine."""
+    if engine.name == "spark":
+        from cdp_assets.events.spark import validate_sources_on_spark
+
+        return validate_sources_on_spark(engine, sources, pii, parameters, now, log)
+    warehouse = engine.resource
+    with warehouse.lock():
+        rebuilt = ensure_parse_views(warehouse, sources.values())
+    results = {}
+    with warehouse.connect() as con:
+        batch = start_validation(con, now, sources.values())
+        for source in sources.values():
+            results[source.name] = validate_source(con, source, pii, parameters, batch, log=log)
+        totals = validation_totals(con, sources)
+        reconciliation = con.execute(
+            "SELECT source, partition_key, records, accepted, quarantined FROM validated.reconciliation"
+        ).fetchall()
+    return ValidationRun(batch, results, totals, reconciliation, rebuilt)
+
+
+def validation_totals(con: duckdb.DuckDBPyConnection, sources: dict[str, SourceConfig]) -> dict:
+    """Rows of the validated tables, violation rates per events source and quarantine reasons by code."""
+    tables = ["cdp.events", "core.event_duplicates", "cdp.quarantine", "cdp.tracking_plan_violations"] + [
+        f"validated.{s.name}" for s in sources.values() if not s.produces_events
+    ]
+    counts = {t: con.execute(f'SELECT count(*) FROM {t.split(".")[0]}."{t.split(".")[1]}"').fetchone()[0] for t in tables}
+    # Per events source: the share of its raw records kept with a violation, and the violations by code.
+    records = dict(con.execute("SELECT source, sum(records) FROM validated.reconciliation GROUP BY 1").fetchall())
+    flagged = dict(con.execute("SELECT source, count(*) FROM cdp.tracking_plan_violations GROUP BY 1").fetchall())
+    codes: dict[str, dict[str, int]] = {}
+    for source, code, count in con.execute(
+        "SELECT source, split_part(v, ':', 1), count(*) FROM (SELECT source, unnest(violations) AS v "
+        "FROM cdp.tracking_plan_violations) GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        codes.setdefault(source, {})[code] = count
+    counts["violation_rates"] = {
+        s.name: {"flagged": flagged.get(s.name, 0), "records": int(records.get(s.name) or 0),
+                 "rate": round(flagged.get(s.name, 0) / records[s.name], 4) if records.get(s.name) else 0.0,
+                 "by_code": codes.get(s.name, {})}
+        for s in sources.values() if s.produces_events
+    }
+    counts["reasons"] = dict(con.execute(
+        "SELECT split_part(reasons[1], ':', 1) AS code, count(*) FROM cdp.quarantine GROUP BY 1 ORDER BY 1"
+    ).fetchall())
+    return counts
+
+
 def validate_source(
     con: duckdb.DuckDBPyConnection, source: SourceConfig, pii: PiiRules, parameters: dict, batch: int,
     log=lambda message: None,

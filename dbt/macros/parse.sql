@@ -12,14 +12,14 @@
     {%- if kind == 'string' -%}
         {%- do return({'value': "nullif(trim(" ~ text ~ "), '')", 'error': 'null', 'failed': 'null'}) -%}
     {%- elif kind == 'list' -%}
-        {%- set value = "try_cast(" ~ json_value(json, path) ~ " as varchar[])" -%}
+        {%- set value = json_to_strings(json_member(json, path)) -%}
     {%- elif kind == 'timestamp' -%}
         {%- set value = utc_timestamp(text) -%}
     {%- elif kind == 'number' -%}
         {#- NaN and infinities are no amounts: refused like any other unreadable number -#}
-        {%- set value = "case when isfinite(try_cast(" ~ text ~ " as double)) then try_cast(" ~ text ~ " as double) end" -%}
+        {%- set value = "case when " ~ is_finite("try_cast(" ~ text ~ " as double)") ~ " then try_cast(" ~ text ~ " as double) end" -%}
     {%- elif kind == 'boolean' -%}
-        {%- set value = "try_cast(" ~ text ~ " as boolean)" -%}
+        {%- set value = text_to_boolean(text) -%}
     {%- else -%}
         {{ exceptions.raise_compiler_error("column " ~ name ~ ": unknown type " ~ kind) }}
     {%- endif -%}
@@ -39,6 +39,49 @@
 {% macro default__utc_timestamp(text) -%}
     timezone('UTC', try_cast({{ text }} as timestamptz))
 {%- endmacro %}
+{#- (the session's zone is UTC; Spark also reads a bare year or year-month as a time, DuckDB does not) -#}
+{% macro spark__utc_timestamp(text) -%}
+    case when ltrim({{ text }}) rlike '^[0-9]{4}-[0-9]{2}-[0-9]{2}' then try_cast({{ text }} as timestamp) end
+{%- endmacro %}
+
+{# A text as a boolean (null when it is not one). #}
+{% macro text_to_boolean(text) -%}
+    {{ return(adapter.dispatch('text_to_boolean', 'cdp')(text)) }}
+{%- endmacro %}
+{% macro default__text_to_boolean(text) -%} try_cast({{ text }} as boolean) {%- endmacro %}
+{#- the spellings DuckDB reads (Spark would also trim blanks) -#}
+{% macro spark__text_to_boolean(text) -%}
+    case when lower({{ text }}) in ('true', 'false', 't', 'f', '1', '0', 'yes', 'no', 'y', 'n') then try_cast({{ text }} as boolean) end
+{%- endmacro %}
+
+{# Seconds since the epoch (a number's text) as a UTC timestamp without time zone; null when out of range. #}
+{% macro epoch_seconds_utc(text) -%}
+    {{ return(adapter.dispatch('epoch_seconds_utc', 'cdp')(text)) }}
+{%- endmacro %}
+{% macro default__epoch_seconds_utc(text) -%}
+    try(timezone('UTC', to_timestamp(try_cast({{ text }} as double))))
+{%- endmacro %}
+{% macro spark__epoch_seconds_utc(text) -%}
+    timestamp_micros(try_cast(round(try_cast({{ text }} as double) * 1000000) as bigint))
+{%- endmacro %}
+
+{# A typed null: kind one of string, bigint, timestamp. #}
+{% macro typed_null(kind) -%}
+    {{ return(adapter.dispatch('typed_null', 'cdp')(kind)) }}
+{%- endmacro %}
+{% macro default__typed_null(kind) -%} null::{{ {'string': 'varchar'}.get(kind, kind) }} {%- endmacro %}
+{% macro spark__typed_null(kind) -%} cast(null as {{ {'json': 'string'}.get(kind, kind) }}) {%- endmacro %}
+
+{# A list of string literals. #}
+{% macro strings_of(texts) -%}
+    {{ return(adapter.dispatch('strings_of', 'cdp')(texts)) }}
+{%- endmacro %}
+{% macro default__strings_of(texts) -%}
+    [{% for text in texts %}{{ cdp_literal(text) }}{{ ', ' if not loop.last }}{% endfor %}]
+{%- endmacro %}
+{% macro spark__strings_of(texts) -%}
+    array({% for text in texts %}{{ cdp_literal(text) }}{{ ', ' if not loop.last }}{% endfor %})
+{%- endmacro %}
 
 {# The non-null elements of a list of SQL expressions, as a SQL list. #}
 {% macro non_null_list(expressions) -%}
@@ -47,6 +90,11 @@
 {% macro default__non_null_list(expressions) -%}
     {%- if expressions -%} list_filter([{{ expressions | join(', ') }}], x -> x is not null)
     {%- else -%} []::varchar[]
+    {%- endif -%}
+{%- endmacro %}
+{% macro spark__non_null_list(expressions) -%}
+    {%- if expressions -%} filter(array({{ expressions | join(', ') }}), x -> x is not null)
+    {%- else -%} {{ empty_strings() }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -64,8 +112,8 @@
     {%- if name %}
     from {{ raw_relation(name) }}
     {%- else %}
-    from (select null::varchar as partition_key, null::varchar as file, null::bigint as line_no,
-                 null::varchar as record, null::timestamp as loaded_at where false)
+    from (select {{ typed_null('string') }} as partition_key, {{ typed_null('string') }} as file, {{ typed_null('bigint') }} as line_no,
+                 {{ typed_null('string') }} as record, {{ typed_null('timestamp') }} as loaded_at where false)
     {%- endif %}
 {%- endmacro %}
 
@@ -83,7 +131,7 @@
     ),
 
     messages as (
-        select *, case when parsed then record::json end as m from raw
+        select *, case when parsed then {{ as_json('record') }} end as m from raw
     ),
 
     fields as (
@@ -103,9 +151,9 @@
             {{ sent.value }} as sent_at,
             coalesce({{ received.value }}, loaded_at) as received_at,
             case
-                when {{ json_value('m', '$.context.traits') }} is null then {{ json_value('m', '$.traits') }}
-                when {{ json_value('m', '$.traits') }} is null then {{ json_value('m', '$.context.traits') }}
-                else json_merge_patch({{ json_value('m', '$.context.traits') }}, {{ json_value('m', '$.traits') }})
+                when {{ json_member('m', '$.context.traits') }} is null then {{ json_member('m', '$.traits') }}
+                when {{ json_member('m', '$.traits') }} is null then {{ json_member('m', '$.context.traits') }}
+                else {{ json_merge_patch(json_member('m', '$.context.traits'), json_member('m', '$.traits')) }}
             end as merged_traits
         from messages
     )
@@ -117,7 +165,7 @@
                 "case when event_timestamp is null then " ~ original.error ~ " end",
                 "case when message_id_type not in ('VARCHAR', 'NULL') then 'missing_message_id: messageId must be a string, not ' || lower(message_id_type) end",
             ]) }}
-             else ['malformed_json: the line is not a JSON object'] end as parse_errors,
+             else {{ strings_of(['malformed_json: the line is not a JSON object']) }} end as parse_errors,
         {{ non_null_list([ts.failed, "case when event_timestamp is null then " ~ original.failed ~ " end"]) }} as unreadable_columns,
         event_id, event_type, event_name, anonymous_id, user_id, previous_id, group_id,
         coalesce(
@@ -131,9 +179,9 @@
         original_timestamp,
         sent_at,
         coalesce({{ json_text('m', '$.source') }}, {{ cdp_literal(name) }}) as source,
-        {{ json_value('m', '$.properties') }} as properties,
+        {{ json_member('m', '$.properties') }} as properties,
         merged_traits as traits,
-        {{ json_value('m', '$.context') }} as context,
+        {{ json_member('m', '$.context') }} as context,
         coalesce(user_id, anonymous_id, previous_id) as identity,
         lower(trim({{ json_text('merged_traits', '$.email') }})) as email
     from fields
@@ -141,14 +189,14 @@
 
 {# A JSON object of key -> the value at a body path of webhook message `m` (paths: key -> path). #}
 {% macro webhook_body_object(paths) -%}
-    {%- if paths -%}
-    json_object({% for key, path in paths.items() %}{{ cdp_literal(key) }}, {{ json_value('m', '$.body.' ~ path) }}{{ ', ' if not loop.last }}{% endfor %})
-    {%- else -%} json_object() {%- endif -%}
+    {%- set body_paths = {} -%}
+    {%- for key, path in paths.items() %}{% do body_paths.update({key: '$.body.' ~ path}) %}{% endfor -%}
+    {{ json_object_at('m', body_paths) }}
 {%- endmacro %}
 
 {# The trimmed text at a body path of webhook message `m` (null when the path is not mapped or empty). #}
 {% macro webhook_body_text(path) -%}
-    {%- if path -%} nullif(trim({{ json_text('m', '$.body.' ~ path) }}), '') {%- else -%} null::varchar {%- endif -%}
+    {%- if path -%} nullif(trim({{ json_text('m', '$.body.' ~ path) }}), '') {%- else -%} {{ typed_null('string') }} {%- endif -%}
 {%- endmacro %}
 
 {#- Webhooks of one webhook source (landing lines {"webhook_id", "source", "receivedAt", "body"}, as the
@@ -173,7 +221,7 @@
     ),
 
     lines as (
-        select *, case when parsed then record::json end as line from raw
+        select *, case when parsed then {{ as_json('record') }} end as line from raw
     ),
 
     messages as (
@@ -190,32 +238,32 @@
             {{ webhook_body_text(ids.get('user_id')) }} as user_id,
             {%- if at %}
             case when {{ json_type_at('m', '$.body.' ~ at) }} in ('BIGINT', 'UBIGINT', 'DOUBLE')
-                 then try(timezone('UTC', to_timestamp(try_cast({{ text_at }} as double))))
+                 then {{ epoch_seconds_utc(text_at) }}
                  else {{ ts.value }} end as event_timestamp,
             {%- else %}
-            null::timestamp as event_timestamp,
+            {{ typed_null('timestamp') }} as event_timestamp,
             {%- endif %}
             coalesce({{ received.value }}, loaded_at) as received_at,
             {{ webhook_body_object(trait_paths) }} as traits,
-            {% if mapping.get('properties') %}{{ webhook_body_object(mapping.properties) }}{% else %}{{ json_value('m', '$.body') }}{% endif %} as properties
+            {% if mapping.get('properties') %}{{ webhook_body_object(mapping.properties) }}{% else %}{{ json_member('m', '$.body') }}{% endif %} as properties
         from messages
     )
 
     select
         raw_source, partition_key, file, line_no, record, loaded_at, parsed and m is not null as parsed,
         case
-            when not parsed then ['malformed_json: the line is not a JSON object']
-            when m is null then ['unmapped_webhook: the webhook body is not a JSON object']
+            when not parsed then {{ strings_of(['malformed_json: the line is not a JSON object']) }}
+            when m is null then {{ strings_of(['unmapped_webhook: the webhook body is not a JSON object']) }}
             {%- if at %}
             else {{ non_null_list(["case when event_timestamp is null then " ~ ts.error ~ " end"]) }}
             {%- else %}
-            else []::varchar[]
+            else {{ empty_strings() }}
             {%- endif %}
         end as parse_errors,
         {%- if at %}
         {{ non_null_list(["case when event_timestamp is null then " ~ ts.failed ~ " end"]) }} as unreadable_columns,
         {%- else %}
-        []::varchar[] as unreadable_columns,
+        {{ empty_strings() }} as unreadable_columns,
         {%- endif %}
         event_id,
         case when m is not null then 'track' end as event_type,
@@ -228,15 +276,15 @@
         {%- else %}
         body_event as event_name,
         {%- endif %}
-        anonymous_id, user_id, null::varchar as previous_id, null::varchar as group_id,
+        anonymous_id, user_id, {{ typed_null('string') }} as previous_id, {{ typed_null('string') }} as group_id,
         coalesce(event_timestamp, received_at) as occurred_at,
         received_at,
-        null::timestamp as original_timestamp,
-        null::timestamp as sent_at,
+        {{ typed_null('timestamp') }} as original_timestamp,
+        {{ typed_null('timestamp') }} as sent_at,
         {{ cdp_literal(name) }} as source,
         properties,
         traits,
-        json_object('webhook_id', {{ json_text('m', '$.webhook_id') }}) as context,
+        {{ json_object_of([('webhook_id', json_text('m', '$.webhook_id'))]) }} as context,
         coalesce(user_id, anonymous_id, nullif(trim({{ json_text('traits', '$.email') }}), ''),
                  nullif(trim({{ json_text('traits', '$.phone') }}), '')) as identity,
         lower(trim({{ json_text('traits', '$.email') }})) as email
@@ -256,19 +304,19 @@
     {%- set errors = [] -%}
     {%- set failed = [] -%}
     {%- for column, kind in source.columns.items() -%}
-        {%- set decoded = debezium_text('img', column, kind, "list_filter(img_schema, lambda f: f->>'field' = " ~ cdp_literal(column) ~ ")[1]") if cdc and kind != 'list' else none -%}
+        {%- set decoded = debezium_text('img', column, kind, debezium_field_schema('img_schema', column)) if cdc and kind != 'list' else none -%}
         {%- set t = typed_field('img', '$.' ~ column, kind, column, decoded) -%}
-        {%- do columns.append(cdp_literal(column) ~ ', ' ~ t.value) -%}
+        {%- do columns.append((column, t.value)) -%}
         {%- do errors.append(t.error) -%}
         {%- do failed.append(t.failed) -%}
     {%- endfor -%}
-    {%- set envelope = "coalesce(" ~ json_value('j', '$.payload') ~ ", j)" -%}
+    {%- set envelope = "coalesce(" ~ json_member('j', '$.payload') ~ ", j)" -%}
     with raw as (
         {{ raw_records(name) }}
     ),
 
     records as (
-        select *, case when parsed then record::json end as j from raw
+        select *, case when parsed then {{ as_json('record') }} end as j from raw
     ),
 
     images as (
@@ -283,8 +331,8 @@
             end as op,
             case
                 when {{ json_text('j', '$.Op') }} is not null then j
-                when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_value(envelope, '$.before') }}
-                else {{ json_value(envelope, '$.after') }}
+                when {{ json_text(envelope, '$.op') }} = 'd' then {{ json_member(envelope, '$.before') }}
+                else {{ json_member(envelope, '$.after') }}
             end as img,
             {#- the row image's field schemas when the envelope carries Kafka Connect's `schema` (JsonConverter schemas.enable) -#}
             {{ debezium_row_schema('j') }} as img_schema
@@ -298,15 +346,15 @@
         raw_source, partition_key, file, line_no, record, loaded_at, parsed,
         loaded_at as received_at,
         case when parsed then {{ non_null_list(errors) }}
-             else ['malformed_json: the record is not a JSON object'] end as parse_errors,
+             else {{ strings_of(['malformed_json: the record is not a JSON object']) }} end as parse_errors,
         {{ non_null_list(failed) }} as unreadable_columns,
-        json_object({{ columns | join(', ') }}) as typed,
+        {{ json_object_of(columns) }} as typed,
     {%- if cdc %}
         op,
         try_cast({{ json_text(envelope, '$.source.lsn') }} as bigint) as source_lsn,
         try_cast(coalesce({{ json_text(envelope, '$.source.ts_ms') }}, {{ json_text(envelope, '$.ts_ms') }}) as bigint) as source_ts_ms
     {%- else %}
-        null::varchar as op, null::bigint as source_lsn, null::bigint as source_ts_ms
+        {{ typed_null('string') }} as op, {{ typed_null('bigint') }} as source_lsn, {{ typed_null('bigint') }} as source_ts_ms
     {%- endif %}
     from images
 {%- endmacro %}
