@@ -7,6 +7,7 @@ several instances on one machine stay isolated.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -50,3 +51,22 @@ def spark_master() -> str:
 def spark_warehouse_dir() -> Path:
     """Where the Spark engine keeps its tables (Parquet): `$CDP_DATA_DIR/spark-warehouse`."""
     return data_dir() / "spark-warehouse"
+
+
+def clock() -> datetime:
+    """The time a run works at, naive UTC: the real time, or `CDP_NOW` (ISO 8601, UTC) to run as of a fixed moment,
+    e.g. to replay a run reproducibly or to compare the engines on the same inputs (tests/test_spark_run.py).
+    Time windows of segments, days-since traits, load and merge times all read it."""
+    fixed = os.environ.get("CDP_NOW", "").strip()
+    if not fixed:
+        return datetime.now(timezone.utc).replace(tzinfo=None)
+    try:
+        moment = datetime.fromisoformat(fixed)
+    except ValueError:
+        raise ValueError(f"CDP_NOW={fixed!r}: expected an ISO 8601 time such as 2026-03-01T12:00:00") from None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def fixed_clock() -> bool:
+    """Whether `CDP_NOW` fixes the run's clock."""
+    return bool(os.environ.get("CDP_NOW", "").strip())

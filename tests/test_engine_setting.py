@@ -40,3 +40,20 @@ def test_an_unknown_engine_or_master_is_a_clear_error(monkeypatch, variable, val
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("*", r"\*")):
         WarehouseResource().engine()
+
+
+def test_the_run_clock_is_the_real_time_unless_cdp_now_fixes_it(monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from cdp_assets.dbt.vars import dbt_vars
+    from cdp_resources.settings import clock
+
+    monkeypatch.delenv("CDP_NOW", raising=False)
+    assert abs(clock() - datetime.now(timezone.utc).replace(tzinfo=None)) < timedelta(seconds=5)
+    assert "now" not in dbt_vars()  # the models read the database's clock
+    monkeypatch.setenv("CDP_NOW", "2026-03-01T12:00:00+01:00")
+    assert clock() == datetime(2026, 3, 1, 11)  # naive UTC, as the warehouse keeps times
+    assert dbt_vars()["now"] == "2026-03-01 11:00:00"
+    monkeypatch.setenv("CDP_NOW", "yesterday")
+    with pytest.raises(ValueError, match="CDP_NOW='yesterday'"):
+        clock()

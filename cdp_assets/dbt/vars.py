@@ -11,7 +11,7 @@ from cdp_assets.config import SourceConfig, load_sources
 from cdp_assets.identity.rules import load_identity_rules
 from cdp_assets.profiles.computed import load_computed_traits
 from cdp_assets.profiles.traits import load_trait_rules, profile_traits
-from cdp_resources.settings import config_dir
+from cdp_resources.settings import clock, config_dir, fixed_clock
 
 
 def source_vars(sources: dict[str, SourceConfig]) -> dict:
@@ -46,4 +46,6 @@ def dbt_vars() -> dict:
         "trait_sources": {trait: list(order) for trait, order in trait_rules.priorities.items()},
         "profile_traits": profile_traits(trait_rules, sources),
         **load_computed_traits(directory / "traits.yaml"),
+        # the models' clock (macro utc_now) when the run's is fixed (CDP_NOW); else the database's
+        **({"now": clock().isoformat(sep=" ")} if fixed_clock() else {}),
     }

@@ -5,7 +5,7 @@ in exactly one place, accepted or quarantined with its reasons, and the counts r
 the raw partitions that changed since the last one (cdp_assets/events/validate.py).
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import polars as pl
 from dagster import (
@@ -19,7 +19,7 @@ from cdp_assets.events.validate import validate_sources_in
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.sources.assets import raw_key
 from cdp_resources import WarehouseResource
-from cdp_resources.settings import config_dir
+from cdp_resources.settings import clock, config_dir
 
 # Great Expectations' suite result (metadata) is computed on at most this many records per source judged in
 # the run: the row-level verdict comes from the polars rules over every record.
@@ -59,7 +59,7 @@ def build_validation_asset(sources: dict[str, SourceConfig]):
     )
     def validate_records(context: AssetExecutionContext, warehouse: WarehouseResource):
         """Judge the raw partitions that changed by the suites in expectations/; merge accepted and quarantined rows."""
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = clock()
         parameters = {"max_event_time": now + timedelta(days=1)}
         pii = load_pii_rules(config_dir() / "pii.yaml")
         preload_great_expectations()

@@ -1,7 +1,6 @@
 """Persons (OneID) resolved from the identity edges (dbt models in dbt/models/identity) by the rules of
 config/identity.yaml."""
 
-from datetime import datetime, timezone
 
 import polars as pl
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
@@ -9,7 +8,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, Material
 from cdp_assets.identity.rules import load_identity_rules
 from cdp_assets.identity.store import update_persons_in
 from cdp_resources import WarehouseResource
-from cdp_resources.settings import config_dir
+from cdp_resources.settings import clock, config_dir
 
 _OWNERS = ["team:data-platform"]
 _RESOLUTION_INPUTS = [AssetKey(["cdp", "identity_edges"]), AssetKey(["core", "identifiers"]), AssetKey(["core", "touched_identifiers"])]
@@ -37,7 +36,7 @@ def id_map_asset(context: AssetExecutionContext, warehouse: WarehouseResource, c
     identifiers touched since the last resolution are re-resolved, unless the rules changed or a full
     rebuild is asked for."""
     rules = load_identity_rules(config_dir() / "identity.yaml")
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = clock()
     update, by_type = update_persons_in(warehouse.engine(), rules, now, full_rebuild=config.full_rebuild)
     rows = sum(by_type.values())
     context.log.info(

@@ -14,7 +14,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import polars as pl
 from dagster import (
@@ -39,6 +39,7 @@ from cdp_assets.sources.readers import RECORDS_SCHEMA, TEXTS_SCHEMA, UnreadableF
 from cdp_assets.sources.store import raw_store
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
 from cdp_resources.landing import InputFile, InputFolder
+from cdp_resources.settings import clock
 
 # Single-run backfills (one run over a range of partitions) are what makes loading months of hourly
 # partitions practical; the policy is marked beta, and we accept that knowingly.
@@ -104,7 +105,7 @@ def build_source_asset(source: SourceConfig) -> AssetsDefinition:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return clock()
 
 
 def _records_frame(rows: list[tuple[str, str, int, str]]) -> pl.DataFrame:
