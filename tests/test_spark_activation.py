@@ -1,0 +1,199 @@
+"""The segment assets' bookkeeping and activation on Spark give DuckDB's rows and deliveries (a differential test
+on a real standalone cluster, tests/spark_cluster.py).
+
+A small generated shop runs through the pipeline on DuckDB; its segment and delivery tables are dropped so both
+engines start from nothing; what the segments and destinations read (cdp.profiles, core.person_events,
+cdp.events, core.batches) goes to a second data directory's Spark warehouse (tests/spark_tables.py). Then the
+`segments` and `activation` groups are materialized through the code location's definitions on each engine
+(`CDP_ENGINE=spark`, `CDP_SPARK_MASTER=<cluster>` for the second) at one frozen `now`, each delivering to its
+own local webhook receiver and writing its own export files. Compared: cdp.segment_membership,
+cdp.segment_changes, core.segment_evaluations, cdp.deliveries (less its per-run times), the items each receiver
+accepted, in order, and the exported member lists. Then one member's profile drops out of vip_buyers and a
+non-member's enters, on both engines, and an hour later both refresh again (DuckDB takes its incremental path,
+Spark evaluates in full): entries and exits, deliveries and receivers compared again.
+Marked `spark`: `-m 'not spark'` skips it locally; CI runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+from spark_cluster import require_java, spark_cluster  # noqa: F401 (fixture)
+from spark_tables import copy_to_spark, quote, sorted_rows
+from test_activation import SECRET, Receiver
+
+pytestmark = pytest.mark.spark
+
+INPUTS = ["cdp.profiles", "core.person_events", "cdp.events", "core.batches"]
+OUTPUTS = ["cdp.segment_membership", "cdp.segment_changes", "core.segment_evaluations", "cdp.deliveries"]
+PER_RUN = {"enqueued_at", "sent_at"}  # when this run enqueued and sent an item
+STAGE_TABLES = OUTPUTS + ["cdp.delivery_batches", "cdp.destination_outages"]
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class FrozenClock(datetime):
+    """`datetime` for the segment assets, whose `now()` is the test's."""
+
+    moment: datetime
+
+    @classmethod
+    def now(cls, tz=None):
+        moment = datetime(*cls.moment.timetuple()[:6], cls.moment.microsecond, tzinfo=timezone.utc)
+        return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> tuple[Path, Path, datetime]:
+    """The DuckDB data directory (the shop, its segment and delivery tables dropped), an empty one for Spark, and
+    the first refresh's `now`."""
+    from cdp_assets.runner import run_everything
+    from cdp_assets.sample_data import generate_sample_data
+
+    require_java()  # before building the shop: without Java there is nothing to compare it with
+    root = tmp_path_factory.mktemp("spark-activation")
+    duck, spark = root / "duck", root / "spark"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(duck))
+    patch.delenv("CDP_ENGINE", raising=False)
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    generate_sample_data(duck, events=1500, seed=5, end=end, log=lambda *_: None)
+    run_everything(progress=lambda *_: None)
+    patch.undo()
+    with duckdb.connect(str(duck / "warehouse.duckdb")) as con:
+        for table in STAGE_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    shutil.rmtree(duck / "exports", ignore_errors=True)
+    spark.mkdir()
+    return duck, spark, end + timedelta(minutes=30, seconds=1, microseconds=250)
+
+
+def copy_inputs(duck: Path, engine) -> None:
+    for table in INPUTS:
+        shutil.rmtree(engine.location(table), ignore_errors=True)
+    with duckdb.connect(str(duck / "warehouse.duckdb"), read_only=True) as con:
+        copy_to_spark(con, engine, INPUTS)
+
+
+def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | None = None) -> None:
+    """The segments, then the destinations, as the code location defines them, at `now`, on one engine."""
+    from dagster import AssetSelection, materialize
+
+    import cdp_assets.segments.assets as segment_assets
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(data_dir))
+    patch.setenv("CDP_MARKETING_WEBHOOK_URL", receiver.url)
+    patch.setenv("CDP_MARKETING_WEBHOOK_SECRET", SECRET)
+    patch.delenv("CDP_CRM_DATABASE_URL", raising=False)
+    if master:
+        patch.setenv("CDP_ENGINE", "spark")
+        patch.setenv("CDP_SPARK_MASTER", master)
+    else:
+        patch.delenv("CDP_ENGINE", raising=False)
+    FrozenClock.moment = now
+    patch.setattr(segment_assets, "datetime", FrozenClock)
+    try:
+        from cdp_assets.definitions import defs
+
+        for group in ("segments", "activation"):
+            result = materialize(list(defs.assets), selection=AssetSelection.groups(group), resources=defs.resources,
+                                 run_config=QUIET, raise_on_error=False)
+            failures = [e.message for e in result.all_events if e.is_step_failure]
+            assert result.success, f"{group} on {'Spark' if master else 'DuckDB'}: {failures}"
+    finally:
+        patch.undo()
+
+
+def canonical(table: str, columns: list[str], rows: list[tuple]) -> list[tuple]:
+    """Rows with a JSON payload as its parsed value (Spark writes an event's properties with sorted keys)."""
+    if "payload" not in columns:
+        return rows
+    at = columns.index("payload")
+    return sorted((*row[:at], json.dumps(json.loads(row[at]), sort_keys=True), *row[at + 1:]) for row in rows)
+
+
+def duckdb_tables(duck: Path) -> dict[str, tuple[list[str], list[tuple]]]:
+    found = {}
+    with duckdb.connect(str(duck / "warehouse.duckdb"), read_only=True) as con:
+        for table in OUTPUTS:
+            columns = [c for c in con.execute(f"SELECT * FROM {table} LIMIT 0").fetchdf().columns if c not in PER_RUN]
+            rows = sorted_rows(con.execute(f"SELECT {', '.join(quote(c) for c in columns)} FROM {table}").fetch_arrow_table())
+            found[table] = columns, canonical(table, columns, rows)
+    return found
+
+
+def spark_tables(engine) -> dict[str, tuple[list[str], list[tuple]]]:
+    found = {}
+    for table in OUTPUTS:
+        frame = engine.table(table)
+        columns = [c for c in frame.columns if c not in PER_RUN]
+        found[table] = columns, canonical(table, columns, sorted_rows(frame.select(*[f"`{c}`" for c in columns]).toArrow()))
+    return found
+
+
+def exported(data_dir: Path) -> dict[str, list[str]]:
+    """The newest export file of each segment, its lines sorted."""
+    folder = data_dir / "exports" / "segment_exports"
+    return {path.name: sorted(max(path.iterdir()).read_text().splitlines()) for path in sorted(folder.iterdir())}
+
+
+def assert_same(duck: Path, spark: Path, engine, duck_receiver: Receiver, spark_receiver: Receiver) -> dict:
+    expected, found = duckdb_tables(duck), spark_tables(engine)
+    for table in OUTPUTS:
+        (columns, rows), (expected_columns, expected_rows) = found[table], expected[table]
+        assert columns == expected_columns, table
+        assert rows == expected_rows, f"{table}: {len(set(rows) ^ set(expected_rows))} rows differ, e.g. " \
+            f"{sorted(set(rows) - set(expected_rows), key=repr)[:2]} vs {sorted(set(expected_rows) - set(rows), key=repr)[:2]}"
+    # What the destination received: the same items (keys, payloads), in the same order.
+    assert [json.dumps(i, sort_keys=True) for i in spark_receiver.accepted] == \
+           [json.dumps(i, sort_keys=True) for i in duck_receiver.accepted]
+    assert spark_receiver.bad == duck_receiver.bad == 0
+    assert exported(spark) == exported(duck)
+    return expected
+
+
+def test_segment_bookkeeping_and_deliveries_on_spark_equal_duckdb(shop, spark_cluster):  # noqa: F811 (fixture)
+    from cdp_resources.spark import SparkEngine
+
+    duck, spark, now = shop
+    # The engine the assets make from CDP_SPARK_MASTER (no extra conf): one session for the test and the assets.
+    engine = SparkEngine(spark_cluster.master_url, spark / "spark-warehouse")
+    copy_inputs(duck, engine)
+    receivers = Receiver(), Receiver()
+    try:
+        refresh(duck, now, receivers[0])
+        refresh(spark, now, receivers[1], spark_cluster.master_url)
+        first = assert_same(duck, spark, engine, *receivers)
+        changes = first["cdp.segment_changes"][1]
+        assert {c for _, _, c, _ in changes} == {"entered"} and len({s for s, *_ in changes}) >= 4, changes
+        kinds = {row[3] for row in first["cdp.deliveries"][1]}
+        assert kinds == {"segment_change", "event"} and len(receivers[0].accepted) == len(first["cdp.deliveries"][1])
+
+        # One vip leaves (revenue gone), one customer joins, in a new batch as the pipeline would write it.
+        with duckdb.connect(str(duck / "warehouse.duckdb")) as con:
+            leaver, joiner = con.execute(
+                """SELECT (SELECT min(person_id) FROM cdp.segment_membership WHERE segment = 'vip_buyers'),
+                          (SELECT min(person_id) FROM cdp.profiles WHERE total_revenue < 500)""").fetchone()
+            batch = con.execute("SELECT max(batch_id) + 1 FROM core.batches").fetchone()[0]
+            con.execute("INSERT INTO core.batches VALUES (?, 'test', ?)", [batch, now])
+            con.execute("UPDATE cdp.profiles SET total_revenue = CASE WHEN person_id = ? THEN 0 ELSE 900 END, _batch_id = ? "
+                        "WHERE person_id IN (?, ?)", [leaver, batch, leaver, joiner])
+        copy_inputs(duck, engine)
+        later = now + timedelta(hours=1)
+        refresh(duck, later, receivers[0])
+        refresh(spark, later, receivers[1], spark_cluster.master_url)
+        second = assert_same(duck, spark, engine, *receivers)
+        new = set(second["cdp.segment_changes"][1]) - set(changes)
+        assert ("vip_buyers", leaver, "exited", later) in new and ("vip_buyers", joiner, "entered", later) in new, new
+        exits = [i for i in receivers[1].accepted if i.get("change") == "exited" and i["person_id"] == leaver]
+        assert len(exits) == 1 and exits[0]["traits"]["total_revenue"] == 0
+        assert not (spark / "warehouse.duckdb").exists()  # the Spark run never opened a DuckDB file
+    finally:
+        for receiver in receivers:
+            receiver.close()
+        engine.stop()
