@@ -135,7 +135,8 @@ EVALUATIONS_SCHEMA = "segment STRING, evaluated_at TIMESTAMP, batch_id BIGINT, d
 def refresh_segment_on_spark(engine, definition: SegmentDefinition, now: datetime, incremental: bool = True) -> dict:
     """`assets.refresh_segment` on the Spark warehouse: the rule evaluated with the Spark SQL of the same compiler,
     the difference applied to cdp.segment_membership and cdp.segment_changes (entered at / changed at `now`, as
-    on DuckDB) and core.segment_evaluations updated, in one swap of the three tables under the writer lock.
+    on DuckDB) and core.segment_evaluations updated, in one swap of the three tables under the writer lock (only
+    the evaluation's row when nobody entered or left: Parquet rewrites whole tables).
 
     Always a full evaluation (`incremental` is not used yet): the candidates' scope (segments/incremental.py)
     gives the full evaluation's result by construction, so only the cost differs. The changes log is rewritten
@@ -184,13 +185,13 @@ def refresh_segment_on_spark(engine, definition: SegmentDefinition, now: datetim
                 _columns(engine.table("core.segment_evaluations"), EVALUATIONS_SCHEMA).filter(~F.col("segment").eqNullSafe(F.lit(name)))
                 .unionByName(evaluation) if engine.table_exists("core.segment_evaluations") else evaluation
             )
-            engine.replace_tables({
-                "cdp.segment_membership": membership.filter(~mine)
-                .unionByName(current.join(members, "person_id", "left_semi"))
-                .unionByName(entered.select(F.lit(name).alias("segment"), "person_id", at.alias("entered_at"))),
-                "cdp.segment_changes": _columns(engine.table("cdp.segment_changes"), CHANGES_SCHEMA).unionByName(changes),
-                "core.segment_evaluations": evaluations,
-            })
+            frames = {"core.segment_evaluations": evaluations}
+            if counts:  # no entry and no exit: membership and the changes log stay as they are
+                frames["cdp.segment_membership"] = (
+                    membership.filter(~mine).unionByName(current.join(members, "person_id", "left_semi"))
+                    .unionByName(entered.select(F.lit(name).alias("segment"), "person_id", at.alias("entered_at"))))
+                frames["cdp.segment_changes"] = _columns(engine.table("cdp.segment_changes"), CHANGES_SCHEMA).unionByName(changes)
+            engine.replace_tables(frames)
         finally:
             members.unpersist()
             if changes is not None:
