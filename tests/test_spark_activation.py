@@ -10,7 +10,9 @@ own local webhook receiver and writing its own export files. Compared: cdp.segme
 cdp.segment_changes, core.segment_evaluations, cdp.deliveries (less its per-run times), the items each receiver
 accepted, in order, and the exported member lists. Then one member's profile drops out of vip_buyers and a
 non-member's enters, on both engines, and an hour later both refresh again (DuckDB takes its incremental path,
-Spark evaluates in full): entries and exits, deliveries and receivers compared again.
+Spark evaluates in full) while the receivers refuse exits (400: the batch is split, the exit dead-lettered):
+entries and exits, ledger statuses and errors, receivers compared again; then the dead letters are replayed
+and delivered, and everything compared a third time.
 Marked `spark`: `-m 'not spark'` skips it locally; CI runs it.
 """
 
@@ -79,8 +81,10 @@ def copy_inputs(duck: Path, engine) -> None:
         copy_to_spark(con, engine, INPUTS)
 
 
-def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | None = None) -> None:
-    """The segments, then the destinations, as the code location defines them, at `now`, on one engine."""
+def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | None = None,
+            groups: tuple[str, ...] = ("segments", "activation"), replay: bool = False) -> None:
+    """The segments, then the destinations, as the code location defines them, at `now`, on one engine (first
+    the dead-lettered deliveries made pending again, with `replay`)."""
     from dagster import AssetSelection, materialize
 
     import cdp_assets.segments.assets as segment_assets
@@ -98,9 +102,12 @@ def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | Non
     FrozenClock.moment = now
     patch.setattr(segment_assets, "datetime", FrozenClock)
     try:
+        from cdp_assets.activation.definitions import replay_dead_letters_job
         from cdp_assets.definitions import defs
 
-        for group in ("segments", "activation"):
+        if replay:
+            assert replay_dead_letters_job.execute_in_process(resources=defs.resources, run_config=QUIET).success
+        for group in groups:
             result = materialize(list(defs.assets), selection=AssetSelection.groups(group), resources=defs.resources,
                                  run_config=QUIET, raise_on_error=False)
             failures = [e.message for e in result.all_events if e.is_step_failure]
@@ -185,11 +192,26 @@ def test_segment_bookkeeping_and_deliveries_on_spark_equal_duckdb(shop, spark_cl
                         "WHERE person_id IN (?, ?)", [leaver, batch, leaver, joiner])
         copy_inputs(duck, engine)
         later = now + timedelta(hours=1)
+        for receiver in receivers:
+            receiver.refuse = lambda item: item.get("change") == "exited"
         refresh(duck, later, receivers[0])
         refresh(spark, later, receivers[1], spark_cluster.master_url)
         second = assert_same(duck, spark, engine, *receivers)
         new = set(second["cdp.segment_changes"][1]) - set(changes)
         assert ("vip_buyers", leaver, "exited", later) in new and ("vip_buyers", joiner, "entered", later) in new, new
+        # The receivers refused the exit (400): its batch was split until it was alone, then it was dead-lettered,
+        # on both engines alike (the Spark ledger's journal of batches and outcomes, folded).
+        ledger = second["cdp.deliveries"]
+        status = {row[1]: row[ledger[0].index("status"):] for row in ledger[1] if row[2] == leaver and "exited" in row[4]}
+        assert [(s, a, e.split(":")[0]) for s, a, e in status.values()] == [("dead", 1, "400 Bad Request")], status
+
+        # Replayed and sent once the receivers take it.
+        for receiver in receivers:
+            receiver.refuse = None
+        refresh(duck, later, receivers[0], groups=("activation",), replay=True)
+        refresh(spark, later, receivers[1], spark_cluster.master_url, groups=("activation",), replay=True)
+        third = assert_same(duck, spark, engine, *receivers)
+        assert {row[third["cdp.deliveries"][0].index("status")] for row in third["cdp.deliveries"][1]} == {"sent"}
         exits = [i for i in receivers[1].accepted if i.get("change") == "exited" and i["person_id"] == leaver]
         assert len(exits) == 1 and exits[0]["traits"]["total_revenue"] == 0
         assert not (spark / "warehouse.duckdb").exists()  # the Spark run never opened a DuckDB file
