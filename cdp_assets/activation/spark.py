@@ -58,12 +58,12 @@ class SparkLedger:
     # -- the run's steps (deliveries.deliver_with) --
 
     def start(self, destination: Destination) -> tuple[int, list[Item], tuple | None]:
+        from pyspark.sql import functions as F
+
         engine = self.engine
         with engine.lock():
             enqueued = self._fold_and_enqueue(destination)
             ledger = _table(engine, LEDGER, LEDGER_SCHEMA)
-            from pyspark.sql import functions as F
-
             rows = (
                 ledger.filter((F.col("destination") == destination.name) & F.col("status").isin(*OPEN))
                 .join(_table(engine, BATCHES, BATCHES_SCHEMA), ["destination", "idempotency_key"], "left")
@@ -105,12 +105,12 @@ class SparkLedger:
         return status
 
     def finish(self, destination: Destination, stopped: str, posted: bool) -> datetime | None:
+        from pyspark.sql import functions as F
+
         engine = self.engine
         with engine.lock():
             outages = _table(engine, OUTAGES, OUTAGES_SCHEMA)
             retry_at = None
-            from pyspark.sql import functions as F
-
             if stopped:
                 row = outages.filter(F.col("destination") == destination.name).select(
                     F.unix_micros("since").alias("since"), "outages").collect()
