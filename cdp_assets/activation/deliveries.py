@@ -24,6 +24,8 @@
 5. An outage: when a run stops because the destination is away, `cdp.destination_outages` records it and
    when to try again (`retry_at`: `outage_backoff_s`, doubling per consecutive outage, at most 30
    minutes); runs before then only enqueue. The first run that delivers clears it.
+6. Engines: the posting above is one piece of code over a ledger's steps (`deliver_with`); `DuckDBLedger`
+   keeps them in the DuckDB file, activation/spark.py's `SparkLedger` in Parquet tables (`deliver_in` picks).
 """
 
 from __future__ import annotations
