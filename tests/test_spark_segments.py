@@ -6,8 +6,8 @@ A small generated shop runs through the pipeline on DuckDB; crafted events with 
 tables a rule reads go to the Spark warehouse as Parquet (tests/spark_tables.py). Every shipped segment and the
 edge-case rules below are compiled once per dialect against one catalog and evaluated at one `now` on both
 engines: the members must be the same. The Spark catalog read from the copied tables must equal DuckDB's.
-Marked `spark`: `-m 'not spark'` skips it locally; CI runs it. Only the evaluation runs on Spark here:
-refresh_segment's bookkeeping (entries, exits, incremental scope) is DuckDB's.
+Marked `spark`: `-m 'not spark'` skips it locally; CI runs it. Only the evaluation is compared here: the segment
+assets' bookkeeping on Spark (entries, exits) is tests/test_spark_activation.py's.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from cdp_assets.activation.config import Destination, unknown_segments
-from cdp_assets.activation.deliveries import deliver
-from cdp_assets.activation.exports import export_segment_files, segment_members, write_back_tags
+from cdp_assets.activation.deliveries import deliver_in
+from cdp_assets.activation.exports import export_segment_files, segment_members_in, write_back_tags
 from cdp_assets.config import ConfigError
 from cdp_assets.segments.assets import segment_key
 from cdp_resources import WarehouseResource
@@ -61,7 +61,7 @@ def _http(context, destination: Destination, warehouse: WarehouseResource) -> Ma
         context.log.warning(f"{destination.name}: {destination.secret_env} is not set, deliveries are not signed")
     client = HttpDelivery(url, secret, timeout_s=destination.timeout_s)
     lock = warehouse.file().with_name(f"deliveries.{destination.name}.lock")
-    report = deliver(warehouse.connect, destination, client, log=context.log.info, lock_path=lock)
+    report = deliver_in(warehouse.engine(), destination, client, log=context.log.info, lock_path=lock)
     if report.failed or report.stopped:
         context.log.warning(f"{destination.name}: {report.failed} refused this run; {report.stopped or 'retried next run'}")
     return MaterializeResult(
@@ -88,8 +88,7 @@ def _http(context, destination: Destination, warehouse: WarehouseResource) -> Ma
 
 
 def _file(context, destination: Destination, warehouse: WarehouseResource) -> MaterializeResult:
-    with warehouse.connect() as con:
-        members = segment_members(con, destination, destination.segments)
+    members = segment_members_in(warehouse.engine(), destination, destination.segments)
     folder = data_dir() / "exports" / destination.name
     written = export_segment_files(members, destination, folder, datetime.now(timezone.utc), context.run.run_id)
     context.log.info(f"{destination.name}: {written} into {folder}")
@@ -101,8 +100,7 @@ def _postgres(context, destination: Destination, warehouse: WarehouseResource) -
     dsn = os.environ.get(destination.dsn_env, "")
     if not dsn:
         return _skipped(context, destination, destination.dsn_env)
-    with warehouse.connect() as con:
-        members = segment_members(con, destination, destination.segments)
+    members = segment_members_in(warehouse.engine(), destination, destination.segments)
     counts = write_back_tags(members, destination, dsn)
     return MaterializeResult(metadata={"persons_tagged": counts["persons"], "persons_cleared": counts["cleared"],
                                        "table": destination.table})

@@ -10,7 +10,7 @@ from dagster import (
 
 from cdp_assets.activation.assets import build_destination_asset
 from cdp_assets.activation.config import load_destinations
-from cdp_assets.activation.deliveries import replay_dead_letters
+from cdp_assets.activation.deliveries import replay_dead_letters_in
 from cdp_assets.refresh import backstop_schedule, follow_sensor, refresh_job
 from cdp_assets.segments.definitions import daily_segments_job
 from cdp_resources import WarehouseResource
@@ -31,8 +31,7 @@ activation_job = define_asset_job(
 @op(config_schema={"destination": str}, description="Dead-lettered deliveries back to pending.", pool="warehouse")
 def replay_dead_letters_op(context: OpExecutionContext, warehouse: WarehouseResource) -> int:
     name = context.op_config["destination"] or None
-    with warehouse.connect() as con:
-        count = replay_dead_letters(con, name)
+    count = replay_dead_letters_in(warehouse.engine(), name)
     context.log.info(f"{count} dead-lettered deliveries of {name or 'every destination'} are pending again")
     return count
 

@@ -24,6 +24,8 @@
 5. An outage: when a run stops because the destination is away, `cdp.destination_outages` records it and
    when to try again (`retry_at`: `outage_backoff_s`, doubling per consecutive outage, at most 30
    minutes); runs before then only enqueue. The first run that delivers clears it.
+6. Engines: the posting above is one piece of code over a ledger's steps (`deliver_with`); `DuckDBLedger`
+   keeps them in the DuckDB file, activation/spark.py's `SparkLedger` in Parquet tables (`deliver_in` picks).
 """
 
 from __future__ import annotations
@@ -186,10 +188,51 @@ def deliver(
     lock_path: Path | None = None,
 ) -> DeliveryReport:
     """Enqueue and post the open items of `destination`; `connect()` opens a short warehouse connection."""
+    return deliver_with(DuckDBLedger(connect), destination, client, log, lock_path)
+
+
+def deliver_in(engine, destination: Destination, client: HttpDelivery, log: Callable[[str], None] = lambda message: None,
+               lock_path: Path | None = None) -> DeliveryReport:
+    """`deliver` on the warehouse's engine (`WarehouseResource.engine()`): the one place the ledger differs by
+    engine. The posting (batches, order, retries, splits, outages) is the same code on both."""
+    if engine.name == "spark":
+        from cdp_assets.activation.spark import SparkLedger
+
+        return deliver_with(SparkLedger(engine), destination, client, log, lock_path)
+    return deliver(engine.connect, destination, client, log, lock_path)
+
+
+def deliver_with(ledger, destination: Destination, client: HttpDelivery, log: Callable[[str], None] = lambda message: None,
+                 lock_path: Path | None = None) -> DeliveryReport:
+    """`deliver` over a ledger (DuckDBLedger, or activation/spark.py's SparkLedger)."""
     report = DeliveryReport()
     with destination_lock(lock_path):
-        with connect() as con:
-            report.enqueued = enqueue(con, destination)
+        report.enqueued, pending, outage = ledger.start(destination)
+        if outage and outage[0] > _now():
+            report.retry_at, report.deferred = outage[0], len(pending)
+            report.stopped = f"the destination is away ({outage[1]}); next try at {outage[0]:%Y-%m-%d %H:%M:%S} UTC"
+            log(f"{destination.name}: {report.enqueued} new, {len(pending)} open; {report.stopped}")
+        else:
+            log(f"{destination.name}: {report.enqueued} new, {len(pending)} to deliver")
+            _deliver_open(ledger, destination, client, pending, report, log)
+        counts = ledger.status_counts(destination)
+        report.open_total = sum(counts.get(status, 0) for status in OPEN)
+        report.dead_total = counts.get("dead", 0)
+    log(f"{destination.name}: {report.sent} sent, {report.waited} waiting, {report.failed} failed, "
+        f"{report.dead_lettered} dead-lettered, {report.held} held, {report.deferred} deferred")
+    return report
+
+
+class DuckDBLedger:
+    """The ledger in the DuckDB warehouse, each step in its own short connection (and transaction)."""
+
+    def __init__(self, connect: Callable):
+        self.connect = connect
+
+    def start(self, destination: Destination) -> tuple[int, list[Item], tuple | None]:
+        """Enqueue; then the open items in delivery order and the destination's outage (retry_at, last_error)."""
+        with self.connect() as con:
+            enqueued = enqueue(con, destination)
             pending = [Item(*row) for row in con.execute(
                 f"""SELECT d.idempotency_key, d.person_id, d.payload, b.batch_key
                     FROM cdp.deliveries d LEFT JOIN cdp.delivery_batches b USING (destination, idempotency_key)
@@ -199,25 +242,71 @@ def deliver(
             outage = con.execute(
                 "SELECT retry_at, last_error FROM cdp.destination_outages WHERE destination = ?", [destination.name]
             ).fetchone()
-        if outage and outage[0] > _now():
-            report.retry_at, report.deferred = outage[0], len(pending)
-            report.stopped = f"the destination is away ({outage[1]}); next try at {outage[0]:%Y-%m-%d %H:%M:%S} UTC"
-            log(f"{destination.name}: {report.enqueued} new, {len(pending)} open; {report.stopped}")
-        else:
-            log(f"{destination.name}: {report.enqueued} new, {len(pending)} to deliver")
-            _deliver_open(connect, destination, client, pending, report, log)
-        with connect() as con:
-            counts = dict(con.execute(
+        return enqueued, pending, outage
+
+    def record_batch(self, destination: Destination, keys: list[str], batch_key: str) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO cdp.delivery_batches SELECT ?, unnest(?), ?",
+                [destination.name, keys, batch_key],
+            )
+
+    def record_outcome(self, destination: Destination, keys: list[str], result: PostResult) -> str:
+        """Record a posted batch's outcome; returns sent | split | dead | failed | waiting (see _send)."""
+        where = "destination = ? AND list_contains(?, idempotency_key)"
+        with self.connect() as con:
+            con.execute("BEGIN")
+            if result.ok:
+                status = "sent"
+                con.execute(
+                    f"UPDATE cdp.deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL WHERE {where}",
+                    [_now(), destination.name, keys],
+                )
+                con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
+                # A delivered deletion notice keeps no trace of whom it was about.
+                con.execute(
+                    f"""UPDATE cdp.deliveries SET person_id = NULL, payload = '{{"type": "person_deleted"}}'
+                        WHERE item_kind = 'person_deleted' AND {where}""",
+                    [destination.name, keys],
+                )
+            elif result.judged and len(keys) > 1:
+                status = "split"  # refused as a whole, so it did not arrive: its key is of no more use
+                con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
+            elif result.judged:
+                dead = result.permanent or con.execute(
+                    f"SELECT attempts + 1 >= ? FROM cdp.deliveries WHERE {where}", [destination.max_attempts, destination.name, keys]
+                ).fetchone()[0]
+                status = "dead" if dead else "failed"
+                con.execute(
+                    f"UPDATE cdp.deliveries SET attempts = attempts + 1, last_error = ?, status = ? WHERE {where}",
+                    [result.error, status, destination.name, keys],
+                )
+            else:  # the destination is away: the items wait, their attempts untouched
+                status = "waiting"
+                con.execute(
+                    f"UPDATE cdp.deliveries SET last_error = ?, status = 'waiting' WHERE {where}",
+                    [result.error, destination.name, keys],
+                )
+            con.execute("COMMIT")
+        return status
+
+    def finish(self, destination: Destination, stopped: str, posted: bool) -> datetime | None:
+        """After posting: record the outage when the run stopped (returns retry_at), clear it when it delivered."""
+        with self.connect() as con:
+            if stopped:
+                return _record_outage(con, destination, stopped)
+            if posted:
+                con.execute("DELETE FROM cdp.destination_outages WHERE destination = ?", [destination.name])
+        return None
+
+    def status_counts(self, destination: Destination) -> dict[str, int]:
+        with self.connect() as con:
+            return dict(con.execute(
                 "SELECT status, count(*) FROM cdp.deliveries WHERE destination = ? GROUP BY status", [destination.name]
             ).fetchall())
-        report.open_total = sum(counts.get(status, 0) for status in OPEN)
-        report.dead_total = counts.get("dead", 0)
-    log(f"{destination.name}: {report.sent} sent, {report.waited} waiting, {report.failed} failed, "
-        f"{report.dead_lettered} dead-lettered, {report.held} held, {report.deferred} deferred")
-    return report
 
 
-def _deliver_open(connect, destination: Destination, client: HttpDelivery, pending: list[Item],
+def _deliver_open(ledger, destination: Destination, client: HttpDelivery, pending: list[Item],
                   report: DeliveryReport, log: Callable[[str], None]) -> None:
     """Post the open items in order; stop when the destination is away, and record the outage."""
     held: set[str] = set()  # persons with an item left open this run: their later items wait
@@ -225,7 +314,7 @@ def _deliver_open(connect, destination: Destination, client: HttpDelivery, pendi
     away_in_a_row = 0
     with requests.Session() as session:
         for batch in _batches(pending, held, destination.batch_size, report):
-            result = _post(connect, destination, client, session, batch, held, posted, report)
+            result = _post(ledger, destination, client, session, batch, held, posted, report)
             if result.ok or result.judged:  # the destination answered about the payload: it is there
                 away_in_a_row = 0
                 continue
@@ -235,11 +324,13 @@ def _deliver_open(connect, destination: Destination, client: HttpDelivery, pendi
                 log(f"{destination.name}: {report.stopped}; the rest waits for the next run")
                 break
     report.deferred = len(pending) - len(posted) - report.held
-    with connect() as con:
-        if report.stopped:
-            report.retry_at = _record_outage(con, destination, report.stopped)
-        elif posted:
-            con.execute("DELETE FROM cdp.destination_outages WHERE destination = ?", [destination.name])
+    report.retry_at = ledger.finish(destination, report.stopped, bool(posted))
+
+
+def outage_retry_at(destination: Destination, outages: int, now: datetime) -> datetime:
+    """When to try again after one more outage: `outage_backoff_s` doubled per consecutive outage (capped)."""
+    wait = min(destination.outage_backoff_s * 2**min(outages, 30), max(OUTAGE_BACKOFF_MAX_S, destination.outage_backoff_s))
+    return now + timedelta(seconds=wait)
 
 
 def _record_outage(con, destination: Destination, error: str) -> datetime:
@@ -248,19 +339,18 @@ def _record_outage(con, destination: Destination, error: str) -> datetime:
         "SELECT since, outages FROM cdp.destination_outages WHERE destination = ?", [destination.name]
     ).fetchone()
     since, outages = row if row else (_now(), 0)
-    wait = min(destination.outage_backoff_s * 2**min(outages, 30), max(OUTAGE_BACKOFF_MAX_S, destination.outage_backoff_s))
-    retry_at = _now() + timedelta(seconds=wait)
+    retry_at = outage_retry_at(destination, outages, _now())
     con.execute("INSERT OR REPLACE INTO cdp.destination_outages VALUES (?, ?, ?, ?, ?)",
                 [destination.name, since, outages + 1, retry_at, error[:300]])
     return retry_at
 
 
-def _post(connect, destination: Destination, client: HttpDelivery, session, batch: list[Item], held: set[str],
+def _post(ledger, destination: Destination, client: HttpDelivery, session, batch: list[Item], held: set[str],
           posted: set[str], report: DeliveryReport) -> PostResult:
     """Post a batch. One the destination refused as a whole is split in halves, each under a new key, until
     the refused items are alone: only they are judged, the others are delivered. Persons left with an
     open item join `held`; a dead item holds nothing."""
-    result, status = _send(connect, destination, client, session, batch, report)
+    result, status = _send(ledger, destination, client, session, batch, report)
     if status in ("waiting", "failed"):
         held.update(item.person_id for item in batch)
     if status != "split":
@@ -271,7 +361,7 @@ def _post(connect, destination: Destination, client: HttpDelivery, session, batc
         kept = [Item(i.key, i.person_id, i.payload, None) for i in part if i.person_id not in held]
         report.held += len(part) - len(kept)
         if kept:
-            outcome = _post(connect, destination, client, session, kept, held, posted, report)
+            outcome = _post(ledger, destination, client, session, kept, held, posted, report)
             if not (outcome.ok or outcome.judged):
                 return outcome  # the destination went away meanwhile
     return result
@@ -320,60 +410,25 @@ def batch_key_of(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else hashlib.sha256("|".join(keys).encode()).hexdigest()
 
 
-def _send(connect, destination: Destination, client: HttpDelivery, session, batch: list[Item],
+def _send(ledger, destination: Destination, client: HttpDelivery, session, batch: list[Item],
           report: DeliveryReport) -> tuple[PostResult, str]:
     """Post one batch and record its outcome: (result, sent | waiting | failed | dead | split)."""
     keys = [item.key for item in batch]
     batch_key = batch[0].batch_key
     if batch_key is None:
         batch_key = batch_key_of(keys)
-        with connect() as con:  # before posting: a crash after the POST must not change the batch's key
-            con.execute(
-                "INSERT OR REPLACE INTO cdp.delivery_batches SELECT ?, unnest(?), ?",
-                [destination.name, keys, batch_key],
-            )
+        ledger.record_batch(destination, keys, batch_key)  # before posting: a crash after the POST must not change the batch's key
     items = [{**json.loads(item.payload), "idempotency_key": item.key} for item in batch]
     result = client.post(session, batch_key, json.dumps({"batch": items}, default=str).encode())
     report.retried += result.retries
-    where = "destination = ? AND list_contains(?, idempotency_key)"
-    with connect() as con:
-        con.execute("BEGIN")
-        if result.ok:
-            status = "sent"
-            con.execute(
-                f"UPDATE cdp.deliveries SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL WHERE {where}",
-                [_now(), destination.name, keys],
-            )
-            con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
-            # A delivered deletion notice keeps no trace of whom it was about.
-            con.execute(
-                f"""UPDATE cdp.deliveries SET person_id = NULL, payload = '{{"type": "person_deleted"}}'
-                    WHERE item_kind = 'person_deleted' AND {where}""",
-                [destination.name, keys],
-            )
-            report.sent += len(batch)
-        elif result.judged and len(batch) > 1:
-            status = "split"  # refused as a whole, so it did not arrive: its key is of no more use
-            con.execute(f"DELETE FROM cdp.delivery_batches WHERE {where}", [destination.name, keys])
-        elif result.judged:
-            dead = result.permanent or con.execute(
-                f"SELECT attempts + 1 >= ? FROM cdp.deliveries WHERE {where}", [destination.max_attempts, destination.name, keys]
-            ).fetchone()[0]
-            status = "dead" if dead else "failed"
-            con.execute(
-                f"UPDATE cdp.deliveries SET attempts = attempts + 1, last_error = ?, status = ? WHERE {where}",
-                [result.error, status, destination.name, keys],
-            )
-            report.failed += 1
-            report.dead_lettered += dead
-        else:  # the destination is away: the items wait, their attempts untouched
-            status = "waiting"
-            con.execute(
-                f"UPDATE cdp.deliveries SET last_error = ?, status = 'waiting' WHERE {where}",
-                [result.error, destination.name, keys],
-            )
-            report.waited += len(batch)
-        con.execute("COMMIT")
+    status = ledger.record_outcome(destination, keys, result)
+    if status == "sent":
+        report.sent += len(batch)
+    elif status in ("failed", "dead"):
+        report.failed += 1
+        report.dead_lettered += status == "dead"
+    elif status == "waiting":
+        report.waited += len(batch)
     if not result.ok:
         report.errors.append(result.error or "")
     return result, status
@@ -390,3 +445,13 @@ def replay_dead_letters(con, destination: str | None = None) -> int:
     count = con.execute(f"SELECT count(*) FROM cdp.deliveries WHERE {where}", params).fetchone()[0]
     con.execute(f"UPDATE cdp.deliveries SET status = 'pending', attempts = 0 WHERE {where}", params)
     return count
+
+
+def replay_dead_letters_in(engine, destination: str | None = None) -> int:
+    """`replay_dead_letters` on the warehouse's engine (`WarehouseResource.engine()`)."""
+    if engine.name == "spark":
+        from cdp_assets.activation.spark import replay_dead_letters_on_spark
+
+        return replay_dead_letters_on_spark(engine, destination)
+    with engine.connect() as con:
+        return replay_dead_letters(con, destination)

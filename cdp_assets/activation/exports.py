@@ -29,6 +29,16 @@ def segment_members(con, destination: Destination, segments: tuple[str, ...]) ->
     ).pl()
 
 
+def segment_members_in(engine, destination: Destination, segments: tuple[str, ...]) -> pl.DataFrame:
+    """`segment_members` on the warehouse's engine (`WarehouseResource.engine()`)."""
+    if engine.name == "spark":
+        from cdp_assets.activation.spark import segment_members_on_spark
+
+        return segment_members_on_spark(engine, destination, segments)
+    with engine.connect() as con:
+        return segment_members(con, destination, segments)
+
+
 def export_segment_files(
     members: pl.DataFrame, destination: Destination, folder: Path, stamp: datetime, run_id: str = ""
 ) -> dict[str, int]:

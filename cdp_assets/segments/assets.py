@@ -100,6 +100,17 @@ def refresh_segment(con, definition: SegmentDefinition, now: datetime, increment
             "mode": "incremental" if scoped else "full", "persons_evaluated": candidates, "members_found": evaluated}
 
 
+def refresh_segment_in(engine, definition: SegmentDefinition, now: datetime, incremental: bool = True) -> dict:
+    """`refresh_segment` on the warehouse's engine (`WarehouseResource.engine()`): the one place the segment
+    assets differ by engine. Same result keys on both."""
+    if engine.name == "spark":
+        from cdp_assets.segments.spark import refresh_segment_on_spark
+
+        return refresh_segment_on_spark(engine, definition, now, incremental)
+    with engine.connect() as con:
+        return refresh_segment(con, definition, now, incremental)
+
+
 # The events of the candidates only: their identifiers' raw values, then those events (cdp.events is read by
 # its own columns, so the scan is filtered before person_events' join).
 _CANDIDATE_EVENTS = """
@@ -133,8 +144,7 @@ def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
     )
     def _segment(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        with warehouse.connect() as con:
-            result = refresh_segment(con, definition, now)
+        result = refresh_segment_in(warehouse.engine(), definition, now)
         context.log.info(f"{definition.name}: {result['size']} members, +{result['entered']} -{result['exited']} "
                          f"({result['mode']}, {result['persons_evaluated'] if result['persons_evaluated'] is not None else 'all'} persons evaluated)")
         return MaterializeResult(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from cdp_assets.segments.compiler import SPARK_DATETIME_RE, Catalog, CompiledSegment, _json_type_class, _split_table
+from cdp_assets.segments.compiler import SPARK_DATETIME_RE, Catalog, CompiledSegment, SegmentDefinition, _json_type_class, _split_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -125,3 +125,88 @@ def _is_datetime(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+MEMBERSHIP_SCHEMA = "segment STRING, person_id STRING, entered_at TIMESTAMP"
+CHANGES_SCHEMA = "segment STRING, person_id STRING, change STRING, changed_at TIMESTAMP"
+EVALUATIONS_SCHEMA = "segment STRING, evaluated_at TIMESTAMP, batch_id BIGINT, digest STRING"
+
+
+def refresh_segment_on_spark(engine, definition: SegmentDefinition, now: datetime, incremental: bool = True) -> dict:
+    """`assets.refresh_segment` on the Spark warehouse: the rule evaluated with the Spark SQL of the same compiler,
+    the difference applied to cdp.segment_membership and cdp.segment_changes (entered at / changed at `now`, as
+    on DuckDB) and core.segment_evaluations updated, in one swap of the three tables under the writer lock (only
+    the evaluation's row when nobody entered or left: Parquet rewrites whole tables).
+
+    Always a full evaluation (`incremental` is not used yet): the candidates' scope (segments/incremental.py)
+    gives the full evaluation's result by construction, so only the cost differs. The changes log is rewritten
+    with the membership rather than appended after it, so a crash can neither lose changes nor record them twice.
+    """
+    from pyspark.sql import functions as F
+
+    from cdp_assets.segments.compiler import compile_segment, property_events
+    from cdp_assets.segments.incremental import definition_digest
+
+    session = engine.session()
+    name = definition.name
+    naive = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo is not None else now  # warehouse times: naive UTC
+    at = F.timestamp_micros(F.lit((naive - datetime(1970, 1, 1)) // _MICROSECOND))
+    with engine.lock():
+        missing = {table: session.createDataFrame([], schema) for table, schema in
+                   (("cdp.segment_membership", MEMBERSHIP_SCHEMA), ("cdp.segment_changes", CHANGES_SCHEMA))
+                   if not engine.table_exists(table)}
+        if missing:  # a rule reusing a segment reads the membership table: it must exist, as on DuckDB
+            engine.replace_tables(missing)
+        engine.register_tables()
+        catalog = catalog_from_spark(session, event_names=property_events(definition))
+        compiled = compile_segment(definition, catalog, now, dialect="spark")
+        members = segment_members(session, compiled).select("person_id").distinct().cache()
+        changes = None
+        try:
+            membership = _columns(engine.table("cdp.segment_membership"), MEMBERSHIP_SCHEMA)
+            mine = F.col("segment").eqNullSafe(F.lit(name))
+            current = membership.filter(mine)
+            entered = members.join(current.select("person_id"), "person_id", "left_anti")
+            exited = current.select("person_id").join(members, "person_id", "left_anti")
+            changes = (
+                entered.select(F.lit(name).alias("segment"), "person_id", F.lit("entered").alias("change"), at.alias("changed_at"))
+                .unionByName(exited.select(F.lit(name).alias("segment"), "person_id", F.lit("exited").alias("change"),
+                                           at.alias("changed_at")))
+            ).cache()
+            counts = {row["change"]: row["count"] for row in changes.groupBy("change").count().collect()}
+            found = members.count()
+            batch = None
+            if engine.table_exists("core.batches"):
+                batch = engine.table("core.batches").agg(F.max("batch_id")).collect()[0][0]
+            evaluation = session.createDataFrame(
+                [(name, naive.replace(tzinfo=timezone.utc), batch, definition_digest(definition))],  # aware: Spark reads it right
+                EVALUATIONS_SCHEMA)
+            evaluations = (
+                _columns(engine.table("core.segment_evaluations"), EVALUATIONS_SCHEMA).filter(~F.col("segment").eqNullSafe(F.lit(name)))
+                .unionByName(evaluation) if engine.table_exists("core.segment_evaluations") else evaluation
+            )
+            frames = {"core.segment_evaluations": evaluations}
+            if counts:  # no entry and no exit: membership and the changes log stay as they are
+                frames["cdp.segment_membership"] = (
+                    membership.filter(~mine).unionByName(current.join(members, "person_id", "left_semi"))
+                    .unionByName(entered.select(F.lit(name).alias("segment"), "person_id", at.alias("entered_at"))))
+                frames["cdp.segment_changes"] = _columns(engine.table("cdp.segment_changes"), CHANGES_SCHEMA).unionByName(changes)
+            engine.replace_tables(frames)
+        finally:
+            members.unpersist()
+            if changes is not None:
+                changes.unpersist()
+    # In full, the segment's membership is the members found.
+    return {"size": found, "entered": counts.get("entered", 0), "exited": counts.get("exited", 0), "sql": compiled.sql,
+            "mode": "full", "persons_evaluated": None, "members_found": found}
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _columns(frame: "DataFrame", schema: str) -> "DataFrame":
+    """The frame's columns of `schema`, in its order and types (a table copied from elsewhere may differ)."""
+    from pyspark.sql import functions as F
+
+    return frame.select(*[F.col(part.split()[0]).cast(part.split()[1].lower()).alias(part.split()[0])
+                          for part in schema.split(", ")])
