@@ -5,7 +5,7 @@ Membership lives in `cdp.segment_membership` (who is in now, since when) and eve
 """
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
@@ -25,7 +25,7 @@ from cdp_assets.segments.compiler import (
 )
 from cdp_assets.segments.incremental import candidates_sql, clock_windows, definition_digest
 from cdp_resources import WarehouseResource
-from cdp_resources.settings import config_dir
+from cdp_resources.settings import clock, config_dir
 from cdp_resources.warehouse import table_exists
 
 MEMBERSHIP_DDL = """CREATE TABLE IF NOT EXISTS cdp.segment_membership (
@@ -143,7 +143,7 @@ def build_segment_asset(definition: SegmentDefinition) -> AssetsDefinition:
         metadata={"definition": str(definition.path.name), "refresh": definition.refresh},
     )
     def _segment(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = clock()
         result = refresh_segment_in(warehouse.engine(), definition, now)
         context.log.info(f"{definition.name}: {result['size']} members, +{result['entered']} -{result['exited']} "
                          f"({result['mode']}, {result['persons_evaluated'] if result['persons_evaluated'] is not None else 'all'} persons evaluated)")
