@@ -5,12 +5,16 @@ A small generated shop runs through the whole pipeline on DuckDB (the oracle); t
 copied to a Spark warehouse in another data directory; then the `identity`, `profiles` and `online` groups are
 materialized there as `cdp run` materializes them: the dbt assets run `dbt build --target spark` in process, the
 resolver runs on the cluster, the snapshot keeps profile_history on Parquet, the asset checks judge the Spark tables
-and the online store loads from them. A second round adds, on both engines, one event that merges two persons:
-the DuckDB pipeline takes its incremental path, the Spark one re-resolves and its profile models pick the merge up
-from core.id_map_changes. Compared: cdp.id_map, the merges of that round (without their time), cdp.profiles,
-cdp.profile_history (without its times: valid_from, valid_to but whether it is current, and the version id and
-time derived from them) and everything the online store answers. Both engines build at one frozen `now` (the dbt
-var computed traits count days to). The Spark data directory never gets a DuckDB file.
+and the online store loads from them. A second round adds, on both engines, two events: one merges two persons,
+one moves a shared anonymous id to another user (the person it leaves is touched by no new record: only the
+resolver's change log, core.id_map_changes, tells the profile models). The DuckDB pipeline takes its incremental
+path; the Spark one re-resolves and its profile models and the online store take theirs. Compared: cdp.id_map,
+the merges of that round (without their time), core.id_map_changes (without the batch numbers, which each
+warehouse counts itself), cdp.profiles, cdp.profile_history (without its times: valid_from, valid_to but whether
+it is current, and the version id and time derived from them) and everything the online store answers. Both
+engines build at one frozen `now` (the dbt var computed traits count days to). The Spark data directory never
+gets a DuckDB file; a process whose catalog lacks dbt's views builds them; the blocking id map check goes red on a
+duplicated identifier. Without the change log on Spark the robbed person's profile differs (it fails).
 """
 
 from __future__ import annotations
@@ -90,26 +94,37 @@ def shop(tmp_path_factory) -> tuple[Path, Path, datetime]:
     return data_dir, root / "spark", now
 
 
-def add_merging_event(duck_dir: Path, engine, now: datetime) -> tuple[str, str]:
-    """One new validated event, on both engines, that gives an anonymous-only person's anonymous id the user id
-    of another person: the two merge. Returns (the user's person, the anonymous person)."""
+def add_round_two_events(duck_dir: Path, engine, now: datetime) -> dict[str, str]:
+    """Two new validated events, on both engines (the same rows, each in a new batch of its warehouse):
+    - `merge`: an anonymous-only person's anonymous id with another person's user id: the two merge;
+    - `steal`: a signed-up person's anonymous id with a third person's user id (a shared laptop): the anonymous
+      id goes to the most recently seen user, and the person it leaves is touched by no new record, only by the
+      resolver's change log (core.id_map_changes).
+    Returns the persons involved."""
     with duckdb.connect(str(duck_dir / "warehouse.duckdb")) as con:
-        user, user_id = con.execute(
-            "SELECT person_id, identifier_value FROM cdp.id_map WHERE identifier_type = 'user_id' ORDER BY 1 LIMIT 1").fetchone()
+        users = con.execute("""SELECT person_id, min(identifier_value) FILTER (WHERE identifier_type = 'user_id'),
+                                      min(identifier_value) FILTER (WHERE identifier_type = 'anonymous_id')
+                               FROM cdp.id_map GROUP BY person_id
+                               HAVING count(*) FILTER (WHERE identifier_type = 'user_id') = 1
+                                  AND count(*) FILTER (WHERE identifier_type = 'anonymous_id') >= 2
+                               ORDER BY 1 LIMIT 3""").fetchall()
         anonymous, anonymous_id = con.execute(
             """SELECT person_id, min(identifier_value) FILTER (WHERE identifier_type = 'anonymous_id') FROM cdp.id_map
                GROUP BY person_id HAVING bool_and(identifier_type = 'anonymous_id') ORDER BY 1 LIMIT 1""").fetchone()
-        template = con.execute("SELECT event_id FROM cdp.events WHERE anonymous_id = ? ORDER BY event_id LIMIT 1",
-                               [anonymous_id]).fetchone()[0]
-        event_id = str(uuid.UUID(int=11))
+        (user, user_id, _), (robbed, _, robbed_anonymous_id), (thief, thief_id, _) = users
         batch = con.execute("SELECT max(batch_id) + 1 FROM core.batches").fetchone()[0]
         con.execute("INSERT INTO core.batches VALUES (?, 'events', ?)", [batch, now])
-        con.execute("CREATE TEMP TABLE _new AS SELECT * FROM cdp.events WHERE event_id = ?", [template])
-        con.execute("UPDATE _new SET event_id = ?, user_id = ?, event_type = 'identify', event_name = NULL, "
-                    "occurred_at = ?, received_at = ?, _batch_id = ?",
-                    [event_id, user_id, now - timedelta(minutes=20), now - timedelta(minutes=20), batch])
+        con.execute("CREATE TEMP TABLE _new AS SELECT * FROM cdp.events LIMIT 0")
+        for number, (anonymous_value, user_value) in enumerate([(anonymous_id, user_id), (robbed_anonymous_id, thief_id)]):
+            template = con.execute("SELECT event_id FROM cdp.events WHERE anonymous_id = ? ORDER BY event_id LIMIT 1",
+                                   [anonymous_value]).fetchone()[0]
+            at = now - timedelta(minutes=20 - number)
+            con.execute("INSERT INTO _new SELECT * REPLACE (? AS event_id, ? AS user_id, 'identify' AS event_type, "
+                        "NULL AS event_name, ? AS occurred_at, ? AS received_at, ? AS _batch_id) "
+                        "FROM cdp.events WHERE event_id = ?",
+                        [str(uuid.UUID(int=11 + number)), user_value, at, at, batch, template])
         con.execute("INSERT INTO cdp.events SELECT * FROM _new")
-        # The same row on Spark, in a batch of the Spark warehouse, laid out as copy_to_spark lays tables out.
+        # The same rows on Spark, in a batch of the Spark warehouse, laid out as copy_to_spark lays tables out.
         con.execute("SET TimeZone = 'UTC'")
         types = con.execute("SELECT column_name, data_type FROM information_schema.columns "
                             "WHERE table_schema = 'cdp' AND table_name = 'events' ORDER BY ordinal_position").fetchall()
@@ -119,8 +134,9 @@ def add_merging_event(duck_dir: Path, engine, now: datetime) -> tuple[str, str]:
             select = ", ".join(
                 f"{spark_batch}::BIGINT AS _batch_id" if c == "_batch_id" else
                 f"{quote(c)}::{casts[t]} AS {quote(c)}" if t in casts else quote(c) for c, t in types)
-            con.execute(f"COPY (SELECT {select} FROM _new) TO '{engine.location('cdp.events') / 'part-merge.parquet'}' (FORMAT parquet)")
-    return user, anonymous
+            con.execute(f"COPY (SELECT {select} FROM _new) TO '{engine.location('cdp.events') / 'part-round-2.parquet'}' (FORMAT parquet)")
+    return {"user": user, "anonymous": anonymous, "robbed": robbed, "thief": thief,
+            "robbed_anonymous_id": robbed_anonymous_id}
 
 
 def duckdb_rows(duck_dir: Path, table: str, leave_out=BOOKKEEPING, extra: str = "") -> tuple[list[str], list[tuple]]:
@@ -169,7 +185,8 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
     # Round 1: everything from the copied inputs (the profile models and the snapshot build in full).
     first = materialize_stages(spark_dir, now, spark_cluster.master_url)
     # Round 2: one event merges two persons, on both engines; each takes its incremental path.
-    user, anonymous = add_merging_event(duck_dir, engine, now)
+    persons = add_round_two_events(duck_dir, engine, now)
+    user, anonymous = persons["user"], persons["anonymous"]
     materialize_stages(duck_dir, now)
     second = materialize_stages(spark_dir, now, spark_cluster.master_url)
 
@@ -189,8 +206,9 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
         expected = sorted_rows(con.execute('SELECT * EXCLUDE ("at") FROM cdp.identity_merges').fetch_arrow_table()
                                .slice(merges_before))
     assert merges == expected and any({r[0], r[1]} == {user, anonymous} and r[2] == "merge" for r in merges)
-    # The resolver's change log (what the profile models' incremental path reads: the merged-away person's
-    # profile goes), and the profiles.
+    # The profiles (the robbed person's is right only if its models read the resolver's change log), and the log.
+    moved = ("anonymous_id", persons["robbed_anonymous_id"], persons["robbed"], persons["thief"])
+    assert moved in [row[:4] for row in duckdb_rows(duck_dir, "core.id_map_changes")[1]]
     for table in ("cdp.profiles", "core.id_map_changes"):
         assert spark_rows(engine, table) == duckdb_rows(duck_dir, table), table
     history = dict(leave_out=BOOKKEEPING | HISTORY_TIMES, extra=", valid_to IS NULL AS current")
@@ -198,7 +216,14 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
     assert spark_rows(engine, "cdp.profile_history", **history) == (columns, expected)
     position = columns.index("person_id")
     assert sum(1 for row in expected if row[position] in survivor) >= 2  # the merge made a new version
-    assert store_contents(spark_dir, duck_dir) == store_contents(duck_dir, duck_dir)
+    expected_store = store_contents(duck_dir, duck_dir)
+    assert store_contents(spark_dir, duck_dir) == expected_store
+
+    # A process whose catalog lacks dbt's views (they live in the session that built them) builds them first.
+    for view in ("core.person_events", "core.identifier_persons"):
+        engine.session().sql(f"DROP VIEW {view}")
+    materialize_stages(spark_dir, now, spark_cluster.master_url, stages=["online"])
+    assert store_contents(spark_dir, duck_dir) == expected_store
 
     # The blocking identity check goes red on a broken id map: an identifier held by two persons.
     engine.append("cdp.id_map", engine.table("cdp.id_map").where("person_id = '%s'" % user).limit(1)
