@@ -195,6 +195,8 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
     assert {c.check_name for c in checks} >= {"one_person_per_identifier", "profiles_match_current_history"}
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     assert not (spark_dir / "warehouse.duckdb").exists()  # nothing ran on DuckDB
+    built = {m.asset_key.to_user_string(): m.metadata for m in second[1].asset_materializations_for_node("cdp_dbt_models")}
+    assert built["cdp/profiles"]["dagster/row_count"].value == engine.table("cdp.profiles").count()  # counted on Spark
 
     # The same persons (the merge happened, alike), merges, profiles, history and store.
     columns, expected = duckdb_rows(duck_dir, "cdp.id_map")
