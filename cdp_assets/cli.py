@@ -164,9 +164,22 @@ def _explain(a: tuple[str, str], b: tuple[str, str]) -> int:
     from cdp_assets.identity.rules import load_identity_rules
     from cdp_resources import WarehouseResource
 
+    if _duckdb_only("cdp profile --explain"):
+        return 2
     with WarehouseResource().connect() as con:
         print("\n".join(explain_link(con, a, b, load_identity_rules(config_dir() / "identity.yaml"))))
     return 0
+
+
+def _duckdb_only(command: str) -> bool:
+    """True (and says so) when `command`, which reads the DuckDB file, is asked for on another engine: a Spark
+    run never opens (nor creates) that file."""
+    from cdp_resources.settings import engine_name
+
+    if engine_name() == "duckdb":
+        return False
+    print(f"{command} reads the DuckDB warehouse and does not run with CDP_ENGINE={engine_name()} yet", file=sys.stderr)
+    return True
 
 
 def _identifier(text: str) -> tuple[str, str] | None:
@@ -202,7 +215,7 @@ def _export(args) -> int:
     from cdp_resources import WarehouseResource
 
     identifier = _identifier(args.identifier)
-    if identifier is None:
+    if identifier is None or _duckdb_only("cdp export"):
         return 2
     with WarehouseResource().connect() as con:
         document = export_person(con, *identifier, load_identity_rules(config_dir() / "identity.yaml"))

@@ -142,7 +142,12 @@ def _step_error(event) -> str:
 
 
 def _fill_summary(summary: RunSummary, warehouse: WarehouseResource) -> None:
-    with warehouse.connect() as con:
+    """The tables' rows, persons, segment sizes, quarantine and rejected files, read on the configured engine."""
+    engine = warehouse.engine()
+    if engine.name == "spark":
+        _fill_summary_on_spark(summary, engine)
+        return
+    with engine.connect() as con:
         tables = {r[0] for r in con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
         for name in PUBLIC_TABLES:
             if f"cdp.{name}" in tables:
@@ -157,6 +162,25 @@ def _fill_summary(summary: RunSummary, warehouse: WarehouseResource) -> None:
                 "SELECT source, count(*) FROM cdp.quarantine GROUP BY source ORDER BY source").fetchall())
         if "raw.rejected_files" in tables:
             summary.rejected_files = con.execute("SELECT count(*) FROM raw.rejected_files").fetchone()[0]
+
+
+def _fill_summary_on_spark(summary: RunSummary, engine) -> None:
+    """The same counts over the Spark warehouse's Parquet tables, those that exist."""
+    for name in PUBLIC_TABLES:
+        if engine.table_exists(f"cdp.{name}"):
+            summary.tables[f"cdp.{name}"] = engine.table(f"cdp.{name}").count()
+    summary.persons = summary.tables.get("cdp.profiles", 0)
+
+    def sizes(table: str, column: str) -> dict[str, int]:
+        if not engine.table_exists(table):
+            return {}
+        rows = engine.table(table).groupBy(column).count().collect()
+        return dict(sorted((tuple(row) for row in rows), key=lambda row: (row[0] is None, row[0] or "")))
+
+    summary.segments = sizes("cdp.segment_membership", "segment")
+    summary.quarantined = sizes("cdp.quarantine", "source")
+    if engine.table_exists("raw.rejected_files"):
+        summary.rejected_files = engine.table("raw.rejected_files").count()
 
 
 def format_summary(summary: RunSummary) -> str:

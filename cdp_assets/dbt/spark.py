@@ -60,14 +60,3 @@ def table_row_counts(engine: "SparkEngine", tables: list[tuple[str, str]]) -> di
     return {(schema, name): engine.table(f"{schema}.{name}").count()
             for schema, name in tables if engine.table_exists(f"{schema}.{name}")}
 
-
-def ensure_views(engine: "SparkEngine", views: list[str]) -> None:
-    """Have `views` (schema.name of dbt view models) in this process's catalog. dbt's views live in the catalog
-    of the session that built them, which is in memory (cdp_resources/spark.py): a process in which dbt has not
-    run yet builds those it reads (`dbt run` of their models, cheap: views)."""
-    missing = [view for view in views if not engine.session().catalog.tableExists(view)]
-    if missing:
-        from cdp_assets.dbt.project import run_dbt
-        from cdp_assets.dbt.vars import dbt_vars
-
-        run_dbt(["run", "--select", *[view.split(".")[1] for view in missing]], dbt_vars())

@@ -35,9 +35,9 @@ class SparkReads:
         self.session = engine.session()
 
     def prepare(self) -> None:
-        from cdp_assets.dbt.spark import ensure_views
+        from cdp_assets.profiles.spark import events_view
 
-        ensure_views(self.engine, ["core.identifier_persons", "core.person_events"])
+        events_view(self.engine)  # dbt's views live in the session that built them: this process may lack them
         self.engine.register_tables()  # once: the queries below name the warehouse's tables
         for view, (table, ddl) in _SEGMENT_TABLES.items():
             frame = self.engine.table(table) if self.engine.table_exists(table) else self.session.createDataFrame([], ddl)

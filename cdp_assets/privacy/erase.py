@@ -11,6 +11,8 @@ identifier, so data re-sent later never lands.
 Every table is visited, so new tables need nothing here: a row is the person's when a person-id column
 (`PERSON_ID_COLUMN`) holds one of their ids or any text, JSON or list column holds one of their
 identifiers as a value (or as a JSON string inside it); other rows' strings that mention one are scrubbed.
+On Spark (`CDP_ENGINE=spark`, `erasure_on`) cdp_assets/privacy/spark.py applies these same rules to the
+Parquet tables, rewriting each table that holds the person.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import IdentityRules
 from cdp_assets.privacy.files import erase_from_file
 from cdp_assets.privacy.suppression import SUPPRESSIONS_DDL, KnownValues, identifier_hash
-from cdp_resources.warehouse import table_exists
+from cdp_resources.warehouse import rewrite_database, table_exists
 
 AUDIT_DDL = """CREATE TABLE IF NOT EXISTS cdp.privacy_audit (
     request_id VARCHAR, action VARCHAR, requested_at TIMESTAMP, done_at TIMESTAMP, persons INTEGER,
@@ -68,9 +70,44 @@ def pending_requests(data_dir: Path) -> list[tuple[Path, dict]]:
     return [(p, json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
 
+def normalized_identifier(identifier_type: str, value: str, rules: IdentityRules) -> str:
+    """The identifier of a request as the id map holds it (as given, trimmed, if it does not normalize)."""
+    return normalize_identifier(identifier_type, value, rules.default_phone_region) or value.strip()
+
+
+def erasure_on(warehouse):
+    """The erasure's steps on the warehouse's engine: the one place erasure differs by engine."""
+    engine = warehouse.engine()
+    if engine.name == "spark":
+        from cdp_assets.privacy.spark import SparkErasure
+
+        return SparkErasure(engine)
+    return DuckDBErasure(warehouse)
+
+
+class DuckDBErasure:
+    """Erasure on the DuckDB file: rows deleted by SQL, then the file rewritten (a DELETE leaves the old
+    values in its blocks)."""
+
+    def __init__(self, warehouse):
+        self.warehouse = warehouse
+
+    def lock(self):
+        return self.warehouse.lock()
+
+    def erase(self, root, request: dict, rules, salt: str, destinations) -> dict:
+        with self.warehouse.connect() as con:
+            return erase(con, root, request, rules, salt, destinations)
+
+    def compact(self, log) -> None:
+        rewrite = rewrite_database(self.warehouse.file(), self.warehouse.settings())
+        log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
+            f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
+
+
 def person_identifiers(con, identifier_type: str, value: str, rules: IdentityRules) -> tuple[set[str], set[tuple[str, str]]]:
     """(person ids, normalized identifiers) of whoever holds the identifier; the identifier alone if nobody."""
-    normalized = normalize_identifier(identifier_type, value, rules.default_phone_region) or value.strip()
+    normalized = normalized_identifier(identifier_type, value, rules)
     persons = {r[0] for r in con.execute(
         "SELECT person_id FROM cdp.id_map WHERE identifier_type = ? AND identifier_value = ?", [identifier_type, normalized]
     ).fetchall()} if table_exists(con, "cdp.id_map") else set()
@@ -87,37 +124,52 @@ def erase(con, data_dir: Path, request: dict, rules: IdentityRules, salt: str, d
     persons, identifiers = person_identifiers(con, request["type"], request["value"], rules)
     con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
     con.execute(SUPPRESSIONS_DDL)
-    con.executemany(
-        "INSERT INTO cdp.suppressions VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        [(t, identifier_hash(salt, v), datetime.fromisoformat(request["requested_at"])) for t, v in sorted(identifiers)],
-    )
+    con.executemany("INSERT INTO cdp.suppressions VALUES (?, ?, ?) ON CONFLICT DO NOTHING", suppression_rows(identifiers, salt, request))
     spellings = _spellings(con, identifiers)
     notify = _destinations_holding(con, persons, destinations)
     erased = KnownValues(spellings | persons)
     rows_deleted, values_scrubbed = _erase_rows(con, persons, erased)
-    removed = rewritten = scrubbed = 0
     database = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
-    for path in sorted(data_dir.rglob("*")):
-        if not path.is_file() or path.relative_to(data_dir).parts[0] in SKIPPED or _is_warehouse(path, database):
-            continue
-        records, strings = erase_from_file(path, erased)
-        removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
+    removed, rewritten, scrubbed = erase_files(data_dir, erased, lambda path: _is_warehouse(path, database))
     if scrubbed:
         values_scrubbed["files"] = scrubbed
     rows_deleted |= _erase_online_store(data_dir, persons, identifiers, erased, [identifier_hash(salt, v) for _, v in identifiers])
     notices = _deletion_notices(con, persons, notify)
     con.execute(AUDIT_DDL)
-    audit = {
-        "request_id": request["request_id"], "action": "erase", "requested_at": request["requested_at"],
-        "done_at": _now().isoformat(), "persons": len(persons), "identifiers": len(identifiers),
-        "rows_deleted": rows_deleted, "file_records_removed": removed, "files_rewritten": rewritten,
-        "notices_enqueued": notices, "values_scrubbed": values_scrubbed,
-    }
+    audit = audit_row(request, persons, identifiers, rows_deleted, removed, rewritten, notices, values_scrubbed)
     con.execute("ALTER TABLE cdp.privacy_audit ADD COLUMN IF NOT EXISTS values_scrubbed JSON")
     con.execute("INSERT INTO cdp.privacy_audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [*list(audit.values())[:6], json.dumps(rows_deleted), removed, rewritten, notices, json.dumps(values_scrubbed)])
     con.execute("CHECKPOINT")
     return audit
+
+
+def suppression_rows(identifiers: set[tuple[str, str]], salt: str, request: dict) -> list[tuple[str, str, datetime]]:
+    """The request's rows of cdp.suppressions: each identifier hashed, when it was asked for."""
+    return [(t, identifier_hash(salt, v), datetime.fromisoformat(request["requested_at"])) for t, v in sorted(identifiers)]
+
+
+def erase_files(data_dir: Path, erased: KnownValues, is_warehouse) -> tuple[int, int, int]:
+    """(records removed, files rewritten, strings scrubbed) over every file under the data directory but
+    the skipped ones and the warehouse's own (`is_warehouse(path)`: the engine erases those)."""
+    removed = rewritten = scrubbed = 0
+    for path in sorted(data_dir.rglob("*")):
+        if not path.is_file() or path.relative_to(data_dir).parts[0] in SKIPPED or is_warehouse(path):
+            continue
+        records, strings = erase_from_file(path, erased)
+        removed, scrubbed, rewritten = removed + records, scrubbed + strings, rewritten + bool(records or strings)
+    return removed, rewritten, scrubbed
+
+
+def audit_row(request: dict, persons: set[str], identifiers: set[tuple[str, str]], rows_deleted: dict[str, int],
+              removed: int, rewritten: int, notices: int, values_scrubbed: dict[str, int]) -> dict:
+    """The erasure's report and cdp.privacy_audit row: counts only, no personal data."""
+    return {
+        "request_id": request["request_id"], "action": "erase", "requested_at": request["requested_at"],
+        "done_at": _now().isoformat(), "persons": len(persons), "identifiers": len(identifiers),
+        "rows_deleted": rows_deleted, "file_records_removed": removed, "files_rewritten": rewritten,
+        "notices_enqueued": notices, "values_scrubbed": values_scrubbed,
+    }
 
 
 def _erase_online_store(data_dir: Path, persons: set[str], identifiers: set[tuple[str, str]], erased: KnownValues,
@@ -151,7 +203,23 @@ def _spellings(con, identifiers: set[tuple[str, str]]) -> set[str]:
             "SELECT raw_value FROM core.identifier_lookup WHERE list_contains(?, identifier_type || ':' || identifier_value)",
             [sorted(f"{t}:{v}" for t, v in identifiers)],
         ).fetchall() if r[0]}
+    return lowered_spellings(values)
+
+
+def lowered_spellings(values) -> set[str]:
     return {v.strip().lower() for v in values if v.strip()}
+
+
+def erasure_columns(columns: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Where an erasure looks in a table, of its (column, type) pairs (types as DuckDB names them; Spark's
+    through `segments.spark.duckdb_type_name`): the person-id columns (a row holding one of their ids is
+    theirs), and the text columns (text, JSON, lists and nested values, with their types) whose value or
+    quoted strings are matched against their spellings, and whose mentions of them are scrubbed. The one
+    rule both engines apply."""
+    persons = [column for column, _ in columns if PERSON_ID_COLUMN.match(column)]
+    texts = [(column, kind) for column, kind in columns
+             if kind in ("VARCHAR", "JSON") or kind.endswith("[]") or kind.startswith(("STRUCT", "MAP", "UNION"))]
+    return persons, texts
 
 
 def _erase_rows(con, persons: set[str], erased: KnownValues) -> tuple[dict[str, int], dict[str, int]]:
@@ -174,20 +242,18 @@ def _erase_rows(con, persons: set[str], erased: KnownValues) -> tuple[dict[str, 
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
             [schema, name],
         ).fetchall()
-        conditions, params, texts = [], [], []
-        for column, kind in columns:
-            quoted = f'"{column}"'
-            if PERSON_ID_COLUMN.match(column) and persons:
-                conditions.append(f"list_contains(?, {quoted})")
-                params.append(sorted(persons))
-            if kind in ("VARCHAR", "JSON") or kind.endswith("[]") or kind.startswith(("STRUCT", "MAP", "UNION")):
-                texts.append((column, kind))
-                text = f"{quoted}::VARCHAR"
-                conditions.append(f"list_contains(?, lower(trim({text})))")
-                conditions.append(
-                    f"list_has_any(list_transform(regexp_extract_all({text}, '\"([^\"]*)\"', 1), x -> lower(trim(x))), ?)"
-                )
-                params += [known, known]
+        person_columns, texts = erasure_columns(columns)
+        conditions, params = [], []
+        for column in person_columns if persons else ():
+            conditions.append(f'list_contains(?, "{column}")')
+            params.append(sorted(persons))
+        for column, _ in texts:
+            text = f'"{column}"::VARCHAR'
+            conditions.append(f"list_contains(?, lower(trim({text})))")
+            conditions.append(
+                f"list_has_any(list_transform(regexp_extract_all({text}, '\"([^\"]*)\"', 1), x -> lower(trim(x))), ?)"
+            )
+            params += [known, known]
         if conditions:
             count = con.execute(f"DELETE FROM {table} WHERE {' OR '.join(conditions)}", params).fetchone()[0]
             if count:
@@ -216,21 +282,7 @@ def _scrub_mentions(con, table: str, texts: list[tuple[str, str]], erased: Known
     rows = con.execute(f"SELECT rowid, {names} FROM {table} WHERE {found}", {"needles": erased.mentioned}).fetchall()
     scrubbed = deleted = 0
     for rowid, *values in rows:
-        updates = {}
-        for (column, kind), value in zip(texts, values):
-            if value is None:
-                continue
-            if kind in ("VARCHAR", "JSON"):
-                clean = erased.scrub(value)
-            elif kind.endswith("[]") and all(v is None or isinstance(v, str) for v in value):
-                clean = [None if v is None else erased.scrub(v) for v in value]
-            else:
-                clean = value if not erased.mentions(str(value)) else _UNSCRUBBABLE
-            if clean is _UNSCRUBBABLE:
-                updates = None
-                break
-            if clean != value:
-                updates[column] = clean
+        updates = scrubbed_values(texts, values, erased)
         if updates is None:
             con.execute(f"DELETE FROM {table} WHERE rowid = ?", [rowid])
             deleted += 1
@@ -241,7 +293,25 @@ def _scrub_mentions(con, table: str, texts: list[tuple[str, str]], erased: Known
     return scrubbed, deleted
 
 
-_UNSCRUBBABLE = object()
+def scrubbed_values(texts: list[tuple[str, str]], values: list, erased: KnownValues) -> dict | None:
+    """{column: value without mentions} of one row's text columns (`erasure_columns`) that mention an
+    identifier; None when a mention sits in a STRUCT, MAP or UNION (which cannot be rewritten value by
+    value: the row goes)."""
+    updates = {}
+    for (column, kind), value in zip(texts, values):
+        if value is None:
+            continue
+        if kind in ("VARCHAR", "JSON"):
+            clean = erased.scrub(value)
+        elif kind.endswith("[]") and all(v is None or isinstance(v, str) for v in value):
+            clean = [None if v is None else erased.scrub(v) for v in value]
+        elif erased.mentions(str(value)):
+            return None
+        else:
+            clean = value
+        if clean != value:
+            updates[column] = clean
+    return updates
 
 
 def _destinations_holding(con, persons: set[str], destinations) -> list[str]:
@@ -264,13 +334,18 @@ def _deletion_notices(con, persons: set[str], destinations: list[str]) -> int:
     if not destinations or not persons:
         return 0
     con.execute(LEDGER_DDL)
-    rows = [
+    rows = deletion_notice_rows(persons, destinations)
+    con.executemany("INSERT INTO cdp.deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+    return len(rows)
+
+
+def deletion_notice_rows(persons: set[str], destinations: list[str]) -> list[tuple]:
+    """The cdp.deliveries rows of `_deletion_notices`, in the ledger's column order."""
+    return [
         (d, hashlib.sha256(f"{d}|person_deleted|{p}".encode()).hexdigest(), p, "person_deleted",
          json.dumps({"type": "person_deleted", "person_id": p}), _now(), "pending", 0, None, _now(), None)
         for d in destinations for p in sorted(persons)
     ]
-    con.executemany("INSERT INTO cdp.deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-    return len(rows)
 
 
 def export_person(con, identifier_type: str, value: str, rules: IdentityRules) -> dict:

@@ -4,33 +4,30 @@ from dagster import DefaultSensorStatus, OpExecutionContext, RunRequest, SkipRea
 
 from cdp_assets.activation.config import load_destinations
 from cdp_assets.identity.rules import load_identity_rules
-from cdp_assets.privacy.erase import erase, pending_requests
+from cdp_assets.privacy.erase import erasure_on, pending_requests
 from cdp_assets.privacy.suppression import privacy_salt
 from cdp_resources import WarehouseResource
 from cdp_resources.settings import config_dir, data_dir
-from cdp_resources.warehouse import rewrite_database
 
 
 def process_erasure_requests(warehouse: WarehouseResource, log=lambda message: None) -> list[dict]:
-    """Each pending request erased in turn, then the warehouse file rewritten; only then are the request
-    files (the only copies of the identifiers) removed."""
+    """Each pending request erased in turn, then the warehouse compacted; only then are the request files
+    (the only copies of the identifiers) removed."""
     rules = load_identity_rules(config_dir() / "identity.yaml")
     destinations = load_destinations(config_dir() / "destinations.yaml").values()
     root = data_dir()
+    erasure = erasure_on(warehouse)
     audits = []
-    with warehouse.lock():  # held until the warehouse file is rewritten: nobody opens it half-erased
+    with erasure.lock():  # held until the warehouse is compacted: nobody reads it half-erased
         requests = pending_requests(root)
         for _, request in requests:
-            with warehouse.connect() as con:
-                audit = erase(con, root, request, rules, privacy_salt(root), destinations)
+            audit = erasure.erase(root, request, rules, privacy_salt(root), destinations)
             log(f"erasure {audit['request_id']}: {audit['persons']} person(s), {sum(audit['rows_deleted'].values())} rows, "
                 f"{sum(audit['values_scrubbed'].values())} values scrubbed, "
                 f"{audit['file_records_removed']} file records in {audit['files_rewritten']} files")
             audits.append(audit)
         if audits:
-            rewrite = rewrite_database(warehouse.file(), warehouse.settings())
-            log(f"warehouse rewritten without the erased rows' blocks: {rewrite['bytes_before']:,} -> "
-                f"{rewrite['bytes_after']:,} bytes in {rewrite['seconds']} s")
+            erasure.compact(log)
         for path, _ in requests:  # only now: a crash before this re-runs the (idempotent) erasure
             path.unlink()
     return audits

@@ -1,19 +1,67 @@
-"""Profiles on Spark (`CDP_ENGINE=spark`): the profile models themselves are dbt models (`dbt build --target
-spark`); what Python reads of them lives here."""
+"""Profiles on Spark (`CDP_ENGINE=spark`): the profile models are dbt models (`dbt build --target spark`); what
+Python reads of them lives here.
+
+The 360° view's rows: the same tables, columns and order as
+`view._person_rows` reads from DuckDB, read from the Spark warehouse, as the same Python values (times as
+naive UTC, as DuckDB gives them; unsigned 64-bit hashes, kept as DECIMAL(20,0) on Spark, as integers).
+
+The recent events come from dbt's view core.person_events. A view on Spark lives in the catalog of the
+session that created it (the catalog is in memory, cdp_resources/spark.py), so a process that did not build
+it creates it, and the view it reads, from the SQL dbt compiles for them on Spark: the events are the
+model's, never a copy of its SQL.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
 
 # The snapshot's own columns (dbt/snapshots/profile_history.yml `snapshot_meta_column_names`).
 VERSION_COLUMNS = ("version_id", "version_updated_at", "valid_from", "valid_to")
+# The dbt view the recent events come from, and its view models in dependency order.
+EVENTS_VIEW = "core.person_events"
+VIEW_MODELS = ["identifier_persons", "person_events"]
+
+
+def person_rows_on_spark(engine, identifier_type: str, value: str, events: int):
+    """`view._person_rows` on the Spark warehouse; None if nobody holds the identifier."""
+    id_map = engine.table("cdp.id_map")
+    found = id_map.where((F.col("identifier_type") == identifier_type) & (F.col("identifier_value") == value)) \
+        .select("person_id").limit(1).collect()
+    if not found:
+        return None
+    person_id = found[0][0]
+
+    def of_person(table: str) -> DataFrame:
+        return engine.table(table).where(F.col("person_id") == person_id)
+
+    def optional(table: str, frame) -> list[dict]:
+        return _rows(frame(of_person(table))) if engine.table_exists(table) else []
+
+    profile = _rows(of_person("cdp.profiles"))
+    identifiers = _rows(of_person("cdp.id_map").select(F.col("identifier_type").alias("type"),
+                                                        F.col("identifier_value").alias("value")).orderBy(*_all("type", "value")))
+    segments = optional("cdp.segment_membership", lambda f: f.select("segment", "entered_at").orderBy(*_all("segment")))
+    traits = optional("core.person_trait_values",
+                      lambda f: f.select("trait", "value", "source", "observed_at").orderBy(*_all("trait")))
+    columns = ["kind", "related_value", "source", "last_seen_at"]
+    relationships = optional("cdp.relationships", lambda f: f.select(*columns).orderBy(*_all(*columns)))
+    recent = _rows(_events_view(engine).where(F.col("person_id") == person_id)
+                   .select("event_id", "event_type", "event_name", "occurred_at", "source", "properties")
+                   .orderBy(F.col("occurred_at").desc_nulls_last(), F.col("event_id").asc_nulls_last()).limit(events))
+    return person_id, profile, identifiers, segments, traits, relationships, recent
 
 
 def history_problems(engine) -> tuple[int, int]:
     """(profiles differing from the current version of their history, profiles without one), as
     checks.history_problems counts them on DuckDB. The versioned columns are the history's own (those of
-    core.profile_versions, a view, which a process's in-memory catalog holds only after dbt ran in it), read
-    from cdp.profiles, whose projection that view is."""
+    core.profile_versions, a view, which a process's catalog holds only after dbt ran in it), read from
+    cdp.profiles, whose projection that view is."""
     history = engine.table("cdp.profile_history")
     current = history.where(F.col("valid_to").isNull())
     columns = [f"`{c}`" for c in history.columns if c not in VERSION_COLUMNS]
@@ -21,3 +69,55 @@ def history_problems(engine) -> tuple[int, int]:
     differing = profiles.select(*columns).subtract(current.select(*columns)).count()
     without = profiles.join(current.select("person_id"), "person_id", "left_anti").count()
     return differing, without
+
+
+def events_view(engine) -> DataFrame:
+    """core.person_events (and core.identifier_persons, which it reads) in this process's session."""
+    return _events_view(engine)
+
+
+def _events_view(engine) -> DataFrame:
+    """core.person_events in this process's session, created from dbt's own SQL for Spark when the session
+    does not have it yet."""
+    from cdp_assets.dbt.spark import prepare_session
+
+    session = prepare_session(engine)
+    if not session.catalog.tableExists(EVENTS_VIEW):
+        for relation, sql in _compiled_views():
+            session.sql(f"CREATE OR REPLACE VIEW {relation} AS {sql}")
+    return session.table(EVENTS_VIEW)
+
+
+def _compiled_views() -> list[tuple[str, str]]:
+    """(relation, SQL) of the view models, in dependency order: `dbt compile --target spark` (which, unlike
+    `dbt run`, writes nothing: no batch, no table), in this process's session."""
+    from cdp_assets.dbt.project import command_target, dbt_failures, invoke_dbt, parse_cache
+    from cdp_assets.dbt.vars import dbt_vars
+
+    with parse_cache(command_target("profile_views")) as target:
+        result = invoke_dbt(["compile", "--target", "spark", "--select", *VIEW_MODELS, "--exclude", "resource_type:test",
+                             "--log-level", "none"], target, dbt_vars())  # compile prints the SQL: not on our stdout
+    if not result.success:
+        raise RuntimeError(f"dbt compile of {', '.join(VIEW_MODELS)} failed: {dbt_failures(result)}")
+    nodes = sorted((r.node for r in result.result.results if r.node.resource_type == "model" and r.node.name in VIEW_MODELS),
+                   key=lambda node: VIEW_MODELS.index(node.name))
+    return [(node.relation_name, node.compiled_code) for node in nodes]
+
+
+def _all(*columns: str):
+    """DuckDB's ascending order: nulls last."""
+    return [F.col(c).asc_nulls_last() for c in columns]
+
+
+def _rows(frame: DataFrame) -> list[dict]:
+    hashes = {f.name for f in frame.schema.fields if isinstance(f.dataType, T.DecimalType) and
+              (f.dataType.precision, f.dataType.scale) == (20, 0)}
+    return [{name: _plain(v, name in hashes) for name, v in row.items()} for row in frame.toArrow().to_pylist()]
+
+
+def _plain(value, is_hash: bool):
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    if is_hash and isinstance(value, Decimal):
+        return int(value)
+    return value

@@ -27,12 +27,42 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
     rules = load_identity_rules(config_dir() / "identity.yaml")
     value = normalize_identifier(identifier_type, raw_value, rules.default_phone_region)
     warehouse = warehouse or WarehouseResource()
+    engine = warehouse.engine()
+    if engine.name == "spark":  # the one place the view differs by engine: where its rows are read
+        from cdp_assets.profiles.spark import person_rows_on_spark
+
+        rows = person_rows_on_spark(engine, identifier_type, value, events)
+    else:
+        rows = _person_rows(warehouse, identifier_type, value, events)
+    if rows is None:
+        raise ProfileNotFound(f"no person holds {identifier_type}:{value}")
+    person_id, profile, identifiers, segments, traits, relationships, recent = rows
+    for event in recent:
+        event["properties"] = json.loads(event["properties"]) if event["properties"] else None
+    declared = load_computed_traits(config_dir() / "traits.yaml")
+    names = [*declared["computed_traits"], *(RFM_COLUMNS if declared["rfm"] else ())]
+    row = profile[0] if profile else None
+    return {
+        "person_id": person_id,
+        "identifiers": identifiers,
+        "profile": row,
+        "trait_sources": traits,
+        "computed_traits": {name: (row or {}).get(name) for name in names},
+        "segments": segments,
+        "relationships": relationships,
+        "recent_events": recent,
+    }
+
+
+def _person_rows(warehouse: WarehouseResource, identifier_type: str, value: str, events: int):
+    """(person id, profile rows, identifiers, segments, trait sources, relationships, recent events) of whoever
+    holds the identifier in the DuckDB file; None if nobody does."""
     with warehouse.connect() as con:
         found = con.execute(
             "SELECT person_id FROM cdp.id_map WHERE identifier_type = ? AND identifier_value = ?", [identifier_type, value]
         ).fetchone()
         if not found:
-            raise ProfileNotFound(f"no person holds {identifier_type}:{value}")
+            return None
         person_id = found[0]
         profile = _rows(con, "SELECT * FROM cdp.profiles WHERE person_id = ?", [person_id])
         identifiers = _rows(
@@ -54,24 +84,10 @@ def person_view(identifier_type: str, raw_value: str, warehouse: WarehouseResour
         recent = _rows(
             con,
             "SELECT event_id, event_type, event_name, occurred_at, source, properties FROM core.person_events "
-            "WHERE person_id = ? ORDER BY occurred_at DESC LIMIT ?",
+            "WHERE person_id = ? ORDER BY occurred_at DESC, event_id LIMIT ?",
             [person_id, events],
         )
-    for event in recent:
-        event["properties"] = json.loads(event["properties"]) if event["properties"] else None
-    declared = load_computed_traits(config_dir() / "traits.yaml")
-    names = [*declared["computed_traits"], *(RFM_COLUMNS if declared["rfm"] else ())]
-    row = profile[0] if profile else None
-    return {
-        "person_id": person_id,
-        "identifiers": identifiers,
-        "profile": row,
-        "trait_sources": traits,
-        "computed_traits": {name: (row or {}).get(name) for name in names},
-        "segments": segments,
-        "relationships": relationships,
-        "recent_events": recent,
-    }
+    return person_id, profile, identifiers, segments, traits, relationships, recent
 
 
 def _exists(con, table: str, schema: str = "cdp") -> bool:

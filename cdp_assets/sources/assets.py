@@ -2,7 +2,8 @@
 
 Every raw table has the same shape (partition_key, file, line_no, record, loaded_at) so that validation
 is the one place that interprets records. Extracts are idempotent: a file extract replaces its
-partitions (or its table) in one transaction; a pull stores a record it already holds only once.
+partitions (or its table) at once; a pull stores a record it already holds only once. How the raw
+tables are written and read back on the warehouse's engine is cdp_assets/sources/store.py's business.
 """
 
 
@@ -32,9 +33,10 @@ from cdp_assets.batching import bounded_groups
 from cdp_assets.config import SourceConfig
 from cdp_assets.metadata import markdown_preview
 from cdp_assets.privacy.files import strip_file
-from cdp_assets.privacy.suppression import Suppressions, load_suppressions, privacy_salt
+from cdp_assets.privacy.suppression import Suppressions, privacy_salt
 from cdp_assets.sources.partitions import PARTITIONS
 from cdp_assets.sources.readers import RECORDS_SCHEMA, TEXTS_SCHEMA, UnreadableFile, csv_records, file_text, jsonl_lines
+from cdp_assets.sources.store import raw_store
 from cdp_resources import LandingZoneResource, OrdersApiResource, WarehouseResource
 from cdp_resources.landing import InputFile, InputFolder
 
@@ -52,16 +54,11 @@ FRESHNESS = {
 RAW_SCHEMA = pl.Schema(
     {"partition_key": pl.String, "file": pl.String, "line_no": pl.Int64, "record": pl.String, "loaded_at": pl.Datetime("us")}
 )
-RAW_DDL = """CREATE TABLE IF NOT EXISTS {table} (
-    partition_key VARCHAR, file VARCHAR, line_no BIGINT, record VARCHAR, loaded_at TIMESTAMP)"""
-REJECTED_DDL = """CREATE TABLE IF NOT EXISTS raw.rejected_files (
-    source VARCHAR, file VARCHAR, reason VARCHAR, rejected_at TIMESTAMP)"""
 BATCH_BYTES = 64 * 2**20  # text read before it is written: memory stays bounded whatever the backfill
 GZIP_RATIO = 8  # a gzip file counts as this many times its size when cutting batches
 # DuckDB's rows per row group: appending whole row groups leaves no partial ones to rewrite at checkpoint
 # (batches cut anywhere made the file 60% larger and its close seconds slower).
 ROW_GROUP = 122_880
-CURSORS_DDL = "CREATE TABLE IF NOT EXISTS raw.cursors (source VARCHAR PRIMARY KEY, cursor VARCHAR, updated_at TIMESTAMP)"
 
 
 def raw_key(source: str) -> AssetKey:
@@ -95,12 +92,13 @@ def build_source_asset(source: SourceConfig) -> AssetsDefinition:
         landing_zone: LandingZoneResource,
         orders_api: OrdersApiResource,
     ) -> MaterializeResult:
+        store = raw_store(warehouse.engine())
         if source.kind in ("api", "postgres"):  # commit page by page; holding the lock over the network would stall others
-            return extract(context, source, warehouse, landing_zone, orders_api)
+            return extract(context, source, store, landing_zone, orders_api)
         # File extracts list, read, reject and store under the warehouse lock, so two runs never both
         # read a file that one of them is moving to _rejected.
-        with warehouse.lock():
-            return extract(context, source, warehouse, landing_zone, orders_api)
+        with store.lock():
+            return extract(context, source, store, landing_zone, orders_api)
 
     return _source_asset
 
@@ -116,9 +114,8 @@ def _records_frame(rows: list[tuple[str, str, int, str]]) -> pl.DataFrame:
     )
 
 
-def _suppressions(warehouse, landing_zone) -> Suppressions:
-    with warehouse.connect() as con:
-        return load_suppressions(con, privacy_salt(landing_zone.base()))
+def _suppressions(store, landing_zone) -> Suppressions:
+    return store.suppressions(privacy_salt(landing_zone.base()))
 
 
 def input_folder(source: SourceConfig) -> InputFolder | None:
@@ -205,41 +202,25 @@ def _read_batch(context, landing_zone, files, csv_required, suppressions, tally)
     return records
 
 
-def _append(con, table: str, records: pl.DataFrame, loaded_at: datetime) -> None:
-    if len(records):
-        con.execute(f"INSERT INTO {table} BY NAME SELECT *, ?::TIMESTAMP AS loaded_at FROM records", [loaded_at])
-
-
-def _extract_files(context, source, warehouse, landing_zone, files, csv_required, keys: list[str] | None):
-    """Replace the partitions `keys` (the whole table when None) with the records of `files`, in one
-    transaction, reading and writing about BATCH_BYTES at a time so memory stays bounded."""
+def _extract_files(context, source, store, landing_zone, files, csv_required, keys: list[str] | None):
+    """Replace the partitions `keys` (the whole table when None) with the records of `files`, at once
+    (cdp_assets/sources/store.py), reading and writing about BATCH_BYTES at a time so memory stays bounded."""
     table = f"raw.{source.name}"
-    suppressions = _suppressions(warehouse, landing_zone)
+    suppressions = _suppressions(store, landing_zone)
     tally: defaultdict[str, _PartitionTally] = defaultdict(_PartitionTally)
     loaded_at, read = _now(), 0
-    with warehouse.connect() as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        con.execute(RAW_DDL.format(table=table))
-        con.execute(REJECTED_DDL)
-        con.execute("BEGIN")
-        if keys is None:
-            con.execute(f"DELETE FROM {table}")
-        else:
-            con.execute(f"DELETE FROM {table} WHERE partition_key IN (SELECT unnest(?))", [keys])
+    with store.replacing(table, keys, loaded_at) as raw:
         pending = pl.DataFrame(schema=RECORDS_SCHEMA)
         for batch in _batches(files):
             pending = pl.concat([pending, _read_batch(context, landing_zone, batch, csv_required, suppressions, tally)])
-            whole = len(pending) // ROW_GROUP * ROW_GROUP
-            _append(con, table, pending.head(whole), loaded_at)
+            whole = len(pending) // ROW_GROUP * ROW_GROUP  # whole row groups, the rest carried to the next batch
+            raw.append(pending.head(whole))
             pending = pending.slice(whole)
             read += len(batch)
             context.log.info(f"{source.name}: read {read}/{len(files)} files, {sum(t.records for t in tally.values())} records")
-        _append(con, table, pending, loaded_at)
-        rejected = [(source.name, f, r, loaded_at) for t in tally.values() for f, r in t.rejected]
-        if rejected:
-            con.executemany("INSERT INTO raw.rejected_files VALUES (?, ?, ?, ?)", rejected)
-        con.execute("COMMIT")
-        total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        raw.append(pending)
+        raw.reject([(source.name, f, r, loaded_at) for t in tally.values() for f, r in t.rejected])
+    total = raw.total
     if keys is None:
         whole = tally[""]
         return MaterializeResult(metadata={**whole.metadata(), "dagster/row_count": total})
@@ -248,18 +229,18 @@ def _extract_files(context, source, warehouse, landing_zone, files, csv_required
     return MaterializeResult()
 
 
-def _extract_partitions(context, source, warehouse, landing_zone, orders_api):
+def _extract_partitions(context, source, store, landing_zone, orders_api):
     """The selected partitions of a landing (events) or import (csv) source, replaced."""
     keys = list(context.partition_keys)
     wanted = set(keys)
     files = [f for f in landing_zone.input_files(input_folder(source)) if f.partition_key in wanted]
-    return _extract_files(context, source, warehouse, landing_zone, files, list(source.columns), keys)
+    return _extract_files(context, source, store, landing_zone, files, list(source.columns), keys)
 
 
-def _extract_cdc(context, source, warehouse, landing_zone, orders_api):
+def _extract_cdc(context, source, store, landing_zone, orders_api):
     """All change files are re-read: state is decided by source position, not by file arrival."""
     files = landing_zone.input_files(input_folder(source))
-    return _extract_files(context, source, warehouse, landing_zone, files, ["Op"], None)
+    return _extract_files(context, source, store, landing_zone, files, ["Op"], None)
 
 
 def _pulled_result(frame: pl.DataFrame, total: int, **extra) -> MaterializeResult:
@@ -274,26 +255,7 @@ def _pulled_result(frame: pl.DataFrame, total: int, **extra) -> MaterializeResul
     )
 
 
-def _cursor_table(warehouse, table: str, source_name: str) -> str | None:
-    """Create the raw table and the cursor store if needed; the source's stored cursor."""
-    with warehouse.connect() as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        con.execute(RAW_DDL.format(table=table))
-        con.execute(CURSORS_DDL)
-        row = con.execute("SELECT cursor FROM raw.cursors WHERE source = ?", [source_name]).fetchone()
-    return row[0] if row else None
-
-
-def _commit_page(warehouse, table: str, source_name: str, frame: pl.DataFrame, cursor) -> None:
-    """A page and the cursor after it, in one transaction: the cursor never runs ahead of the data."""
-    with warehouse.connect() as con:
-        con.execute("BEGIN")
-        con.execute(f"INSERT INTO {table} SELECT * FROM frame")
-        con.execute("INSERT OR REPLACE INTO raw.cursors VALUES (?, ?, ?)", [source_name, cursor, _now()])
-        con.execute("COMMIT")
-
-
-def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApiResource):
+def _extract_api(context, source, store, landing_zone, orders_api: OrdersApiResource):
     """Pull pages from the stored cursor; each page's new records and the cursor after it commit together.
 
     The API's last page is read again on the next pull, on purpose (orders added to it are picked up),
@@ -302,16 +264,15 @@ def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApi
     """
     table = f"raw.{source.name}"
     base_url = orders_api.base_url()
-    cursor = _cursor_table(warehouse, table, source.name)
-    with warehouse.connect() as con:
-        held = {row[0] for row in con.execute(f"SELECT DISTINCT md5(record) FROM {table}").fetchall()}
+    cursor = store.stored_cursor(table, source.name)
+    held = store.record_digests(table)
     loaded, read, already_held = [], 0, 0
-    suppressions = _suppressions(warehouse, landing_zone)
+    suppressions = _suppressions(store, landing_zone)
     for page, next_cursor in orders_api.pages(base_url, cursor):
         page_rows = []
         for order in page:
             record = json.dumps(order) if isinstance(order, dict) else str(order)
-            digest = hashlib.md5(record.encode()).hexdigest()  # DuckDB's md5() of the same UTF-8 text
+            digest = hashlib.md5(record.encode()).hexdigest()  # the warehouse's md5() of the same UTF-8 text
             if digest in held:
                 already_held += 1
             elif not suppressions.matches_record(record):
@@ -319,17 +280,16 @@ def _extract_api(context, source, warehouse, landing_zone, orders_api: OrdersApi
                 page_rows.append(("", base_url, 0, record))
         read += len(page)
         frame = _records_frame(page_rows)
-        _commit_page(warehouse, table, source.name, frame, next_cursor)
+        store.commit_page(table, source.name, frame, next_cursor, _now())
         loaded.append(frame)
         cursor = next_cursor
         context.log.info(f"{source.name}: read {read} records, {sum(len(f) for f in loaded)} new, cursor {cursor}")
     frame = pl.concat(loaded) if loaded else _records_frame([])
-    with warehouse.connect() as con:
-        total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    total = store.row_count(table)
     return _pulled_result(frame, total, cursor=str(cursor), records_read=read, already_held=already_held)
 
 
-def _extract_postgres(context, source, warehouse, landing_zone, orders_api):
+def _extract_postgres(context, source, store, landing_zone, orders_api):
     """Rows changed since the stored `updated_at` cursor, page by page, each page with its cursor.
 
     The read starts at the cursor itself so ties are not lost; rows already held at exactly that
@@ -338,16 +298,10 @@ def _extract_postgres(context, source, warehouse, landing_zone, orders_api):
     from cdp_resources.postgres import connection_string, table_pages
 
     table, key, column = f"raw.{source.name}", source.primary_key, source.time_column
-    cursor = _cursor_table(warehouse, table, source.name)
-    with warehouse.connect() as con:
-        held = {
-            row[0]
-            for row in con.execute(
-                f"SELECT record ->> '$.{key}' FROM {table} WHERE record ->> '$.{column}' = ?", [cursor]
-            ).fetchall()
-        } if cursor else set()
+    cursor = store.stored_cursor(table, source.name)
+    held = store.keys_at(table, key, column, cursor) if cursor else set()
     dsn, read, loaded = connection_string(source.dsn_env), 0, []
-    suppressions = _suppressions(warehouse, landing_zone)
+    suppressions = _suppressions(store, landing_zone)
     for page in table_pages(dsn, source.table, key, column, cursor, source.page_size):
         read += len(page)
         fresh = [row for row in page if not (row[column] == cursor and str(row[key]) in held)]
@@ -355,10 +309,9 @@ def _extract_postgres(context, source, warehouse, landing_zone, orders_api):
         previous, cursor = cursor, page[-1][column]
         held = {str(row[key]) for row in page if row[column] == cursor} | (held if previous == cursor else set())
         frame = _records_frame([("", source.table, 0, json.dumps(row, default=str)) for row in fresh])
-        _commit_page(warehouse, table, source.name, frame, cursor)
+        store.commit_page(table, source.name, frame, cursor, _now())
         loaded.append(frame)
         context.log.info(f"{source.name}: read {read} rows, {sum(len(f) for f in loaded)} new, cursor {cursor}")
     frame = pl.concat(loaded) if loaded else _records_frame([])
-    with warehouse.connect() as con:
-        total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    total = store.row_count(table)
     return _pulled_result(frame, total, cursor=str(cursor), rows_read=read)

@@ -13,9 +13,9 @@ from statistics import median
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from cdp_assets.sources.assets import input_folder, raw_key
+from cdp_assets.sources.store import raw_store
 from cdp_resources import LandingZoneResource, WarehouseResource
 from cdp_resources.landing import InputFolder, StrayFile
-from cdp_resources.warehouse import table_exists
 
 TRAILING = {"hourly": 24, "daily": 7}
 STEP = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
@@ -57,13 +57,12 @@ def volume_anomalies(counts: dict[str, int], partitions: str, now: datetime, jud
     return {"passed": not anomalies, "judged": len(verdicts), **newest, "anomalies": anomalies}
 
 
-def _partitions_loaded(context: AssetCheckExecutionContext, con, table: str) -> list[str] | None:
+def _partitions_loaded(context: AssetCheckExecutionContext, newest: list[str]) -> list[str] | None:
     """The partitions this run materialized; checked on its own, those of the newest load."""
     run = context.op_execution_context
     if run.has_partition_key or run.has_partition_key_range:
         return list(run.partition_keys)
-    newest = con.execute(f"SELECT partition_key FROM {table} WHERE loaded_at = (SELECT max(loaded_at) FROM {table}) GROUP BY 1").fetchall()
-    return [row[0] for row in newest] or None
+    return newest or None
 
 
 def volume_check(source):
@@ -75,12 +74,11 @@ def volume_check(source):
         f"of the {TRAILING[source.partitions]} before it.",
     )
     def _check(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
-        table = f'raw."{source.name}"'
-        with warehouse.connect() as con:
-            if not table_exists(con, f"raw.{source.name}"):
-                return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, metadata={"reason": "no records yet"})
-            counts = dict(con.execute(f"SELECT partition_key, count(*) FROM {table} GROUP BY 1").fetchall())
-            judged = _partitions_loaded(context, con, table)
+        held = raw_store(warehouse.engine()).partition_counts(f"raw.{source.name}")
+        if held is None:
+            return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, metadata={"reason": "no records yet"})
+        counts, newest = held
+        judged = _partitions_loaded(context, newest)
         verdict = volume_anomalies(counts, source.partitions, datetime.now(timezone.utc), judged)
         passed, anomalies = verdict.pop("passed"), verdict.pop("anomalies", [])
         rows = [f"| {a['partition']} | {a['records']} | {a['trailing_median']:g} | {a['ratio']} |" for a in anomalies[:LISTED]]

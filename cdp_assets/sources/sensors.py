@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
 from cdp_resources import WarehouseResource
-from cdp_resources.warehouse import table_exists
 
 from cdp_assets.sources.partitions import PARTITIONS
+from cdp_assets.sources.store import raw_store
 from cdp_resources import LandingZoneResource
 
 LOOKBACK_NS = 300 * 10**9
@@ -68,13 +68,7 @@ def plan_landing_runs(files, cursor: str | None) -> LandingPlan:
 def loaded_files(warehouse: WarehouseResource, source: str) -> dict[str, set[str]]:
     """The files (relative to the data directory) whose records `raw.<source>` holds, per partition key.
     TimeoutError when the warehouse stays busy."""
-    if not warehouse.file().exists():
-        return {}
-    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
-        if not table_exists(con, f"raw.{source}"):
-            return {}
-        rows = con.execute(f'SELECT partition_key, list(DISTINCT file) FROM raw."{source}" GROUP BY partition_key').fetchall()
-    return {key: set(files) for key, files in rows}
+    return raw_store(warehouse.engine()).loaded_files(source, LOCK_WAIT_S)
 
 
 def is_loaded(paths, loaded: set[str], base) -> bool:

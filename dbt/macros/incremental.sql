@@ -118,9 +118,11 @@
     where {% for type, value in columns %}{{ ' or ' if not loop.first }}(d.{{ type }}, d.{{ value }}) in (select identifier_type, identifier_value from {{ ref('touched_identifiers') }} where _batch_id > {{ watermark() }}){% endfor %}
 {%- endmacro %}
 {% macro spark__forget_touched_identifiers(columns) -%}
+    {#- one EXISTS per pair of columns, each an equi-join (Spark plans an existence hash join); one EXISTS over
+        an OR of the pairs was a nested loop over every row and touched identifier -#}
     {%- set condition -%}
-    exists (select 1 from {{ ref('touched_identifiers') }} as t where t._batch_id > {{ watermark() }}
-            and ({% for type, value in columns %}{{ ' or ' if not loop.first }}(d.{{ type }} = t.identifier_type and d.{{ value }} = t.identifier_value){% endfor %}))
+    {% for type, value in columns %}{{ ' or ' if not loop.first }}exists (select 1 from {{ ref('touched_identifiers') }} as t
+        where t._batch_id > {{ watermark() }} and d.{{ type }} = t.identifier_type and d.{{ value }} = t.identifier_value){% endfor %}
     {%- endset -%}
     {{ delete_rows(this, condition) }}
 {%- endmacro %}
