@@ -55,6 +55,9 @@ class DbtResource(DbtCliResource):
             runtime_selects=selects, runtime_excludes=excludes,
         )
         if params.dbt_project is not None and Path(params.dbt_project.project_dir) != DBT_PROJECT_DIR:
+            if warehouse.engine().name == "spark":  # dbt-spark's session method joins this process's session only
+                raise Failure("dbt on Spark runs in this process; select fewer models per step (dagster-dbt would "
+                              "run this selection in a subprocess)")
             # The subprocess inherits the environment `invoke_dbt` sets for dbt in process.
             os.environ.update(dbt_environment(warehouse))
             yield from self.cli(args, context=context, target_path=target_path).stream()

@@ -194,6 +194,34 @@ class SparkEngine:
                        "the Spark warehouse's current writer"):
             yield
 
+    # Bookkeeping of incremental runs (cdp_assets/events/sql/state.sql on DuckDB), shared by the Spark stages.
+
+    def new_batch(self, stage: str, now) -> int:
+        """A new batch of core.batches (`validate.new_batch` on DuckDB), stamped `now` (naive UTC), for the rows
+        a stage writes; hold `lock()`."""
+        from datetime import datetime, timedelta
+
+        from pyspark.sql import functions as F
+
+        last = self.table("core.batches").agg(F.max("batch_id")).first()[0] if self.table_exists("core.batches") else None
+        batch = (last or 0) + 1
+        started = (now - datetime(1970, 1, 1)) // timedelta(microseconds=1)  # not the process's zone: naive UTC
+        self.append("core.batches", self.session().createDataFrame(
+            [(batch, stage, started)], "batch_id bigint, stage string, t bigint",
+        ).select("batch_id", "stage", F.timestamp_micros("t").alias("started_at")))
+        return batch
+
+    def watermarks_with(self, consumer: str, batch: int) -> "DataFrame":
+        """core.watermarks with `consumer`'s mark set to `batch`: a frame for `replace_tables`, so the mark moves in
+        the same swap as the tables the consumer wrote."""
+        from pyspark.sql import functions as F
+
+        mark = self.session().createDataFrame([(consumer, batch)], "consumer string, batch_id bigint")
+        if self.table_exists("core.watermarks"):
+            kept = self.table("core.watermarks").select("consumer", "batch_id").where(F.col("consumer") != consumer)
+            mark = kept.unionByName(mark)
+        return mark
+
 
 def _split(table: str) -> tuple[str, str]:
     parts = table.split(".")

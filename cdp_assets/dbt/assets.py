@@ -7,7 +7,8 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Config, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from cdp_assets.dbt.project import command_target, dbt_project, parse_cache
+from cdp_assets.dbt.project import command_target, dbt_project, parse_cache, writer_lock
+from cdp_assets.dbt.row_counts import table_row_counts
 from cdp_assets.dbt.vars import dbt_vars
 from cdp_assets.resources import DbtResource
 from cdp_resources import WarehouseResource
@@ -49,11 +50,11 @@ def cdp_dbt_models(
 ):
     """Build (run + test) the selected dbt models while holding the warehouse lock.
 
-    dbt runs in this process on the project parsed once per process (`DbtResource.build`). Row counts are
-    added once dbt has finished: while it runs, it holds the DuckDB file.
+    dbt runs in this process on the project parsed once per process (`DbtResource.build`), on the warehouse's
+    engine (`engine_target`). Row counts are added once dbt has finished: while it runs, it holds the DuckDB file.
     """
     args = ["build"] + (["--full-refresh"] if config.full_refresh else [])
-    with warehouse.lock():
+    with writer_lock(warehouse):
         with parse_cache(command_target(f"build-{context.run.run_id[:8]}")) as target:
             events, failure = [], None
             try:
@@ -61,31 +62,22 @@ def cdp_dbt_models(
                     events.append(event)
             except Exception as error:  # noqa: BLE001 - raised below, once what dbt did is recorded
                 failure = error
-        with warehouse.connect() as con:
-            for event in events:
-                yield _with_row_count(context, con, event)
+        keys = {id(event): _table_of(context, event) for event in events}
+        rows = table_row_counts(warehouse, sorted({key for key in keys.values() if key is not None}))
+        for event in events:
+            key = keys[id(event)]
+            yield event if key not in rows else event.with_metadata({**event.metadata, "dagster/row_count": rows[key]})
     if failure is not None:
         # The models built and the tests judged before the failure are materializations and check results.
         raise failure
 
 
-def _with_row_count(context: AssetExecutionContext, con, event):
+def _table_of(context: AssetExecutionContext, event) -> tuple[str, str] | None:
+    """The (schema, name) an output or materialization of a model names; None for other events."""
     if isinstance(event, Output):
         key = context.asset_key_for_output(event.output_name)
     elif isinstance(event, AssetMaterialization):
         key = event.asset_key
     else:
-        return event
-    if len(key.path) != 2:
-        return event
-    schema, table = key.path
-    # Tables only: a view's count is its whole query (core.person_events joins every event), which would cost
-    # more than the incremental models themselves in every refresh.
-    is_table = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ? AND table_type = 'BASE TABLE'",
-        [schema, table],
-    ).fetchone()[0]
-    if not is_table:
-        return event
-    rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
-    return event.with_metadata({**event.metadata, "dagster/row_count": rows})
+        return None
+    return (key.path[0], key.path[1]) if len(key.path) == 2 else None

@@ -126,6 +126,8 @@ def invoke_dbt(args: list[str], target: Path, vars_: dict | None = None, warehou
     a subprocess spent ~4 s of CPU before its first model on the project's 2-core machine)."""
     from dbt.cli.main import dbtRunner
 
+    if "--target" not in args:
+        args = [*args, *engine_target(warehouse)]
     added = {**dbt_environment(warehouse), **(environment or {})}
     saved = {k: os.environ.get(k) for k in added}
     os.environ.update(added)
@@ -145,8 +147,11 @@ def invoke_dbt(args: list[str], target: Path, vars_: dict | None = None, warehou
 
 
 def parsed_manifest(vars_: dict, warehouse=None):
-    """dbt's parsed project for these vars, parsed once per process (from the parse cache) and kept."""
-    key = (json.dumps(vars_, sort_keys=True), (TARGET_DIR / "manifest.json").stat().st_mtime_ns
+    """dbt's parsed project for these vars (and engine: the targets enable different models), parsed once per
+    process (from the parse cache) and kept."""
+    from cdp_resources.settings import engine_name
+
+    key = (json.dumps(vars_, sort_keys=True), engine_name(), (TARGET_DIR / "manifest.json").stat().st_mtime_ns
            if (TARGET_DIR / "manifest.json").exists() else 0)
     if key not in _MANIFESTS:
         with parse_cache(command_target("parse")) as target:
@@ -156,6 +161,31 @@ def parsed_manifest(vars_: dict, warehouse=None):
         _MANIFESTS.clear()
         _MANIFESTS[key] = result.result
     return _MANIFESTS[key]
+
+
+def engine_target(warehouse=None) -> list[str]:
+    """The dbt target of the warehouse's engine (`CDP_ENGINE`), ready to run in this process: none for DuckDB
+    (profiles.yml's default); on Spark `--target spark`, whose session method joins this process's SparkSession,
+    prepared first (the warehouse's tables in its catalog, the identity functions: cdp_assets/dbt/spark.py).
+    The one place dbt differs by engine."""
+    from cdp_resources import WarehouseResource
+
+    engine = (warehouse or WarehouseResource()).engine()
+    if engine.name != "spark":
+        return []
+    from cdp_assets.dbt.spark import prepare_session
+
+    prepare_session(engine)
+    return ["--target", "spark"]
+
+
+@contextmanager
+def writer_lock(warehouse) -> Iterator[None]:
+    """The warehouse's writer lock for a dbt command: the DuckDB file's, or the Spark warehouse's
+    (`SparkEngine.lock`, which the Spark stages hold around their read-modify-writes)."""
+    engine = warehouse.engine()
+    with engine.lock() if engine.name == "spark" else warehouse.lock():
+        yield
 
 
 def dbt_failures(result) -> str:

@@ -53,3 +53,10 @@ def register_identifier_function(session: "SparkSession", rules: IdentityRules) 
         return normalized.select(value.alias("v")).to_series().to_arrow().cast(pa.string())
 
     session.udf.register("cdp_identifier_value", cdp_identifier_value)
+
+
+def table_row_counts(engine: "SparkEngine", tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(schema, name) -> rows of those of `tables` that are tables of the warehouse (views have no directory)."""
+    return {(schema, name): engine.table(f"{schema}.{name}").count()
+            for schema, name in tables if engine.table_exists(f"{schema}.{name}")}
+

@@ -400,9 +400,11 @@ _EDGES_DDL = ("left_type string, left_value string, right_type string, right_val
 def update_persons_on_spark(engine, rules: IdentityRules, now: datetime, full_rebuild: bool = False):
     """`store.update_persons` on the Spark engine's tables: cdp.id_map, core.persons and
     core.identity_components replaced from cdp.identity_edges and core.identifiers, merges and splits
-    appended to cdp.identity_merges. Always a full resolution (the incremental scope and the change log
-    that per-person models read are DuckDB-only so far). Returns (PersonsUpdate, identifiers per type)."""
-    from cdp_assets.identity.store import PersonsUpdate
+    appended to cdp.identity_merges, and, as on DuckDB, each identifier whose person changed appended to
+    core.id_map_changes under a new batch (what the per-person profile models read: core.affected_persons).
+    Always a full resolution (the incremental scope is DuckDB's so far). Returns (PersonsUpdate, identifiers
+    per type)."""
+    from cdp_assets.identity.store import CONSUMER, PersonsUpdate
 
     spark = engine.session()
 
@@ -412,20 +414,59 @@ def update_persons_on_spark(engine, rules: IdentityRules, now: datetime, full_re
             return engine.table(name).select(*columns)
         return spark.createDataFrame([], ddl)
 
-    identifiers = table("core.identifiers", _IDENTIFIERS_DDL)
-    edges = table("cdp.identity_edges", _EDGES_DDL)
-    previous = None, None
-    if engine.table_exists("cdp.id_map") and engine.table_exists("core.persons"):
-        previous = engine.table("cdp.id_map"), engine.table("core.persons")
-    result = resolve_persons_spark(identifiers, edges, rules, *previous, now=now)
-    # Read before the swap below retires the previous id map they are computed from.
-    merges = pl.from_pandas(result.merges.toPandas()) if previous[0] is not None else pl.DataFrame(
-        schema={"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": pl.Datetime("us")})
-    counts = engine.replace_tables({
-        "cdp.id_map": result.id_map, "core.persons": result.persons, "core.identity_components": result.components,
-    })
-    if merges.height:
-        engine.append("cdp.identity_merges", spark.createDataFrame(merges.to_pandas()))
+    with engine.lock():  # read the id map and the logs, then replace and append to them
+        identifiers = table("core.identifiers", _IDENTIFIERS_DDL)
+        edges = table("cdp.identity_edges", _EDGES_DDL)
+        previous = None, None
+        if engine.table_exists("cdp.id_map") and engine.table_exists("core.persons"):
+            previous = engine.table("cdp.id_map"), engine.table("core.persons")
+        result = resolve_persons_spark(identifiers, edges, rules, *previous, now=now)
+        # Read before the swap below retires the previous id map they are computed from.
+        merges = pl.from_pandas(result.merges.toPandas()) if previous[0] is not None else pl.DataFrame(
+            schema={"from_person_id": pl.String, "to_person_id": pl.String, "reason": pl.String, "at": pl.Datetime("us")})
+        changed = _log_changes(engine, previous[0], result.id_map, now)
+        counts = engine.replace_tables({
+            "cdp.id_map": result.id_map, "core.persons": result.persons, "core.identity_components": result.components,
+            # everything touched up to now has been read (`store._log_changes`)
+            "core.watermarks": engine.watermarks_with(CONSUMER, changed[1]),
+        })
+        if merges.height:
+            engine.append("cdp.identity_merges", spark.createDataFrame(merges.to_pandas()))
     by_type = {row[0]: row[1] for row in engine.table("cdp.id_map").groupBy("identifier_type").count().collect()}
-    update = PersonsUpdate("full", counts["cdp.id_map"], edges.count(), counts["core.persons"], merges)
+    update = PersonsUpdate("full", counts["cdp.id_map"], edges.count(), counts["core.persons"], merges, changed[0])
     return update, dict(sorted(by_type.items()))
+
+
+_CHANGES_DDL = "identifier_type string, identifier_value string, person_before string, person_after string, _batch_id bigint"
+
+
+def _log_changes(engine, before: DataFrame | None, after: DataFrame, now: datetime) -> tuple[int, int]:
+    """Append to core.id_map_changes every identifier whose person differs between the id maps `before` (None:
+    no earlier resolution) and `after`, under a new batch (`store._log_changes`); (rows appended, batch)."""
+    spark = engine.session()
+    old = (before if before is not None else spark.createDataFrame([], "identifier_type string, identifier_value string, "
+                                                                       "person_id string"))
+    changes = (
+        old.select(*KEY, F.col("person_id").alias("person_before"))
+        .join(after.select(*KEY, F.col("person_id").alias("person_after")), KEY, "full")
+        .where(~F.col("person_before").eqNullSafe(F.col("person_after")))
+    )
+    batch = engine.new_batch("identity", _utc_naive(now))
+    logged = changes.withColumn("_batch_id", F.lit(batch).cast("bigint")).localCheckpoint()
+    rows = logged.count()
+    if rows or not engine.table_exists("core.id_map_changes"):
+        engine.append("core.id_map_changes", logged if rows else spark.createDataFrame([], _CHANGES_DDL))
+    return rows, batch
+
+
+def id_map_problems(engine) -> tuple[int, int]:
+    """(identifiers with several rows or persons, identifiers without a person) in the Spark cdp.id_map, as
+    checks.id_map_problems counts them on DuckDB."""
+    id_map = engine.table("cdp.id_map")
+    row = (
+        id_map.groupBy(*KEY).agg(F.count_distinct("person_id").alias("persons"), F.count("*").alias("rows"),
+                                 F.count_if(F.col("person_id").isNull()).alias("unmapped"))
+        .agg(F.count_if((F.col("persons") > 1) | (F.col("rows") > 1)), F.sum("unmapped"))
+        .first()
+    )
+    return int(row[0] or 0), int(row[1] or 0)

@@ -3,7 +3,7 @@ changes them also brings the store up to date (only the persons that changed).""
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
 
-from cdp_assets.online.update import update_store
+from cdp_assets.online.update import update_store_in
 from cdp_assets.segments.assets import segment_assets
 from cdp_resources import WarehouseResource
 from cdp_resources.online_store import OnlineStoreResource
@@ -27,8 +27,7 @@ def online_store_asset():
     def profile_store(context: AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource) -> MaterializeResult:
         store = online_store.open()
         try:
-            with warehouse.connect() as con:
-                update = update_store(con, store)
+            update = update_store_in(warehouse.engine(), store)
         finally:
             store.close()
         context.log.info(f"online store ({store.describe()}): {update.mode} ({update.reason}), "

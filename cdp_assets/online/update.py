@@ -65,48 +65,97 @@ def config_digest() -> str:
 
 def update_store(con: duckdb.DuckDBPyConnection, store: OnlineStore, now: datetime | None = None, full: bool = False) -> StoreUpdate:
     """Apply the warehouse's changes since the store's watermark (or everything) to the store."""
-    from cdp_assets.segments.assets import CHANGES_DDL, MEMBERSHIP_DDL
+    return apply_changes(DuckDBReads(con), store, now, full)
 
+
+def update_store_in(engine, store: OnlineStore, now: datetime | None = None, full: bool = False) -> StoreUpdate:
+    """`update_store` on the warehouse's engine (`WarehouseResource.engine()`): the one place the store's load
+    differs by engine (which SQL reads the warehouse; what the store receives is the same)."""
+    if engine.name == "spark":
+        from cdp_assets.online.spark import SparkReads
+
+        with engine.lock():  # the watermark below is read, then written
+            return apply_changes(SparkReads(engine), store, now, full)
+    with engine.connect() as con:
+        return update_store(con, store, now, full)
+
+
+class DuckDBReads:
+    """The warehouse as the store's update reads it, on DuckDB: the statements of sql/*.sql on a connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def prepare(self) -> None:
+        from cdp_assets.segments.assets import CHANGES_DDL, MEMBERSHIP_DDL
+
+        self.con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
+        self.con.execute(MEMBERSHIP_DDL)
+        self.con.execute(CHANGES_DDL)
+
+    def run(self, name: str, params: dict | None = None) -> None:
+        """A statement that keeps its result (the scope, the chunk) for the next ones."""
+        self.con.execute(sql(name), params)
+
+    def fetchone(self, name: str, params: dict | None = None) -> tuple:
+        return self.con.execute(sql(name), params).fetchone()
+
+    def fetchall(self, name: str, params: dict | None = None) -> list[tuple]:
+        return self.con.execute(sql(name), params).fetchall()
+
+    def rows(self, name: str, params: dict | None = None) -> list[dict]:
+        cursor = self.con.execute(sql(name), params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def persons(self) -> int:
+        return self.con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
+
+    def advance_watermark(self, batch) -> None:
+        self.con.execute("INSERT OR REPLACE INTO core.watermarks VALUES (?, ?)", [CONSUMER, batch])
+
+
+def apply_changes(reads, store: OnlineStore, now: datetime | None = None, full: bool = False) -> StoreUpdate:
+    """Apply the warehouse's changes since the store's watermark (or everything) to the store; `reads`: the
+    warehouse (`DuckDBReads`, `online.spark.SparkReads`)."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    con.execute("CREATE SCHEMA IF NOT EXISTS cdp")
-    con.execute(MEMBERSHIP_DDL)
-    con.execute(CHANGES_DDL)
-    batch, segments_at = con.execute(sql("watermark")).fetchone()
+    reads.prepare()
+    batch, segments_at = reads.fetchone("watermark")
     meta, digest = store.meta(), config_digest()
     reason = ("asked" if full else "empty store" if not meta else
               "configuration or format changed" if meta.get("digest") != digest else "")
     if reason:
-        con.execute(sql("scope_all"))
+        reads.run("scope_all")
     else:
-        con.execute(sql("scope_changed"), {"batch": int(meta["batch"]),
-                                           "segments_at": datetime.fromisoformat(meta["segments_at"])})
-    written, deleted = _apply(con, store, full=bool(reason), now=now, meta={
+        reads.run("scope_changed", {"batch": int(meta["batch"]),
+                                    "segments_at": datetime.fromisoformat(meta["segments_at"])})
+    written, deleted = _apply(reads, store, full=bool(reason), now=now, meta={
         "batch": str(batch), "segments_at": (segments_at or datetime(1970, 1, 1)).isoformat(), "digest": digest,
         "format": FORMAT, "updated_at": now.isoformat()})
-    persons = con.execute("SELECT count(*) FROM core.persons").fetchone()[0]
+    persons = reads.persons()
     if not reason and store.persons_count() != persons:
         # Someone else changed the store, or a change escaped the logs: start again from everything.
-        con.execute(sql("scope_all"))
+        reads.run("scope_all")
         reason = f"store held {store.persons_count()} persons, the warehouse {persons}"
-        written, deleted = _apply(con, store, full=True, now=now, meta=store.meta())
-    con.execute("INSERT OR REPLACE INTO core.watermarks VALUES (?, ?)", [CONSUMER, batch])
-    dropped = _drop_ingested_live(con, store, now)
+        written, deleted = _apply(reads, store, full=True, now=now, meta=store.meta())
+    reads.advance_watermark(batch)
+    dropped = _drop_ingested_live(reads, store, now)
     return StoreUpdate("full" if reason else "incremental", written, deleted, dropped, store.persons_count(),
                        reason or "changes since batch " + meta["batch"])
 
 
-def _apply(con, store: OnlineStore, full: bool, now: datetime, meta: dict) -> tuple[int, int]:
+def _apply(reads, store: OnlineStore, full: bool, now: datetime, meta: dict) -> tuple[int, int]:
     written = 0
     with store.writer(full=full) as writer:
         if not full:
-            gone = [r[0] for r in con.execute(sql("gone")).fetchall()]
+            gone = [r[0] for r in reads.fetchall("gone")]
             writer.delete(gone)
         else:
             gone = []
         offset = 0
         while True:
-            con.execute(sql("chunk"), {"size": CHUNK_PERSONS, "offset": offset})
-            records = person_records(con)
+            reads.run("chunk", {"size": CHUNK_PERSONS, "offset": offset})
+            records = person_records(reads)
             if not records:
                 break
             writer.put(records)
@@ -116,34 +165,34 @@ def _apply(con, store: OnlineStore, full: bool, now: datetime, meta: dict) -> tu
     return written, len(gone)
 
 
-def person_records(con) -> list[PersonRecord]:
+def person_records(reads) -> list[PersonRecord]:
     """The persons of `_online_chunk` as the store holds them."""
     from cdp_assets.profiles.computed import RFM_COLUMNS, load_computed_traits
 
     declared = load_computed_traits(config_dir() / "traits.yaml")
     computed = [*declared["computed_traits"], *(RFM_COLUMNS if declared["rfm"] else ())]
     people: dict[str, PersonRecord] = {}
-    for row in _rows(con, "profiles"):
+    for row in reads.rows("profiles"):
         traits = {k: _plain(v) for k, v in row.items() if k not in HIDDEN}
         people[row["person_id"]] = PersonRecord(row["person_id"], {
             "person_id": row["person_id"], "created_at": _plain(row.get("person_created_at")), "traits": traits,
             "trait_sources": {}, "computed_traits": [c for c in computed if c in traits], "segments": [],
             "relationships": []}, [], [])
-    for row in _rows(con, "trait_values"):
+    for row in reads.rows("trait_values"):
         if (person := people.get(row["person_id"])) is not None:
             person.document["trait_sources"][row["trait"]] = {
                 "value": row["value"], "source": row["source"], "observed_at": _plain(row["observed_at"])}
-    for row in _rows(con, "segments"):
+    for row in reads.rows("segments"):
         if (person := people.get(row["person_id"])) is not None:
             person.document["segments"].append({"segment": row["segment"], "entered_at": _plain(row["entered_at"])})
-    for row in _rows(con, "relationships"):
+    for row in reads.rows("relationships"):
         if (person := people.get(row["person_id"])) is not None:
             person.document["relationships"].append({k: _plain(v) for k, v in row.items() if k != "person_id"})
-    for row in _rows(con, "identifiers"):
+    for row in reads.rows("identifiers"):
         if (person := people.get(row["person_id"])) is not None:
             person.identifiers.append({"type": row["identifier_type"], "id": row["identifier_value"],
                                        "source_id": row["source"], "created_at": _plain(row["first_seen_at"])})
-    for row in _rows(con, "events", {"per_person": events_per_person()}):
+    for row in reads.rows("events", {"per_person": events_per_person()}):
         if (person := people.get(row["person_id"])) is not None:
             person.events.append((row["ts"], row["event_id"], warehouse_event_item(row)))
     for person in people.values():
@@ -166,16 +215,10 @@ def warehouse_event_item(row: dict) -> dict:
     return item
 
 
-def _drop_ingested_live(con, store: OnlineStore, now: datetime) -> int:
+def _drop_ingested_live(reads, store: OnlineStore, now: datetime) -> int:
     ids = store.live_message_ids()
-    ingested = [r[0] for r in con.execute(sql("ingested"), {"ids": ids}).fetchall()] if ids else []
+    ingested = [r[0] for r in reads.fetchall("ingested", {"ids": ids})] if ids else []
     return store.drop_live(ingested, received_before=micros(now - LIVE_KEEP))
-
-
-def _rows(con, name: str, params: dict | None = None) -> list[dict]:
-    cursor = con.execute(sql(name), params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _json(text):

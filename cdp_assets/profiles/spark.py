@@ -1,4 +1,7 @@
-"""The 360° view's rows on Spark (`CDP_ENGINE=spark`): the same tables, columns and order as
+"""Profiles on Spark (`CDP_ENGINE=spark`): the profile models are dbt models (`dbt build --target spark`); what
+Python reads of them lives here.
+
+The 360° view's rows: the same tables, columns and order as
 `view._person_rows` reads from DuckDB, read from the Spark warehouse, as the same Python values (times as
 naive UTC, as DuckDB gives them; unsigned 64-bit hashes, kept as DECIMAL(20,0) on Spark, as integers).
 
@@ -18,6 +21,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 
+# The snapshot's own columns (dbt/snapshots/profile_history.yml `snapshot_meta_column_names`).
+VERSION_COLUMNS = ("version_id", "version_updated_at", "valid_from", "valid_to")
 # The dbt view the recent events come from, and its view models in dependency order.
 EVENTS_VIEW = "core.person_events"
 VIEW_MODELS = ["identifier_persons", "person_events"]
@@ -50,6 +55,25 @@ def person_rows_on_spark(engine, identifier_type: str, value: str, events: int):
                    .select("event_id", "event_type", "event_name", "occurred_at", "source", "properties")
                    .orderBy(F.col("occurred_at").desc_nulls_last(), F.col("event_id").asc_nulls_last()).limit(events))
     return person_id, profile, identifiers, segments, traits, relationships, recent
+
+
+def history_problems(engine) -> tuple[int, int]:
+    """(profiles differing from the current version of their history, profiles without one), as
+    checks.history_problems counts them on DuckDB. The versioned columns are the history's own (those of
+    core.profile_versions, a view, which a process's catalog holds only after dbt ran in it), read from
+    cdp.profiles, whose projection that view is."""
+    history = engine.table("cdp.profile_history")
+    current = history.where(F.col("valid_to").isNull())
+    columns = [f"`{c}`" for c in history.columns if c not in VERSION_COLUMNS]
+    profiles = engine.table("cdp.profiles")
+    differing = profiles.select(*columns).subtract(current.select(*columns)).count()
+    without = profiles.join(current.select("person_id"), "person_id", "left_anti").count()
+    return differing, without
+
+
+def events_view(engine) -> DataFrame:
+    """core.person_events (and core.identifier_persons, which it reads) in this process's session."""
+    return _events_view(engine)
 
 
 def _events_view(engine) -> DataFrame:

@@ -1,0 +1,2 @@
+-- A full load: every person.
+SELECT person_id FROM core.persons
