@@ -238,8 +238,10 @@ def new_items(engine, destination: Destination, ledger: DataFrame) -> DataFrame 
                   traits(destination, profiles).alias("traits")).alias("payload"),
             F.col("c.changed_at").alias("ordered_at"),
         ))
-    if destination.events and engine.table_exists("core.person_events"):
-        events = engine.table("core.person_events").alias("e").filter(F.col("e.event_name").isin(*destination.events))
+    if destination.events and engine.table_exists("cdp.events"):
+        from cdp_assets.profiles.spark import events_view
+
+        events = events_view(engine).alias("e").filter(F.col("e.event_name").isin(*destination.events))
         rows = events.join(profiles, "person_id", "left") if profiles is not None else events
         sources.append(rows.select(
             F.sha2(F.concat_ws("|", name, F.col("e.event_id")), 256).alias("key"),

@@ -432,11 +432,14 @@ def update_persons_on_spark(engine, rules: IdentityRules, now: datetime, full_re
         })
         if merges.height:
             engine.append("cdp.identity_merges", spark.createDataFrame(merges.to_pandas()))
+        elif not engine.table_exists("cdp.identity_merges"):  # the log exists from the first resolution on, as on DuckDB
+            engine.append("cdp.identity_merges", spark.createDataFrame([], _MERGES_DDL))
     by_type = {row[0]: row[1] for row in engine.table("cdp.id_map").groupBy("identifier_type").count().collect()}
     update = PersonsUpdate("full", counts["cdp.id_map"], edges.count(), counts["core.persons"], merges, changed[0])
     return update, dict(sorted(by_type.items()))
 
 
+_MERGES_DDL = "from_person_id string, to_person_id string, reason string, at timestamp"
 _CHANGES_DDL = "identifier_type string, identifier_value string, person_before string, person_after string, _batch_id bigint"
 
 

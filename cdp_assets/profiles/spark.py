@@ -51,7 +51,7 @@ def person_rows_on_spark(engine, identifier_type: str, value: str, events: int):
                       lambda f: f.select("trait", "value", "source", "observed_at").orderBy(*_all("trait")))
     columns = ["kind", "related_value", "source", "last_seen_at"]
     relationships = optional("cdp.relationships", lambda f: f.select(*columns).orderBy(*_all(*columns)))
-    recent = _rows(_events_view(engine).where(F.col("person_id") == person_id)
+    recent = _rows(events_view(engine).where(F.col("person_id") == person_id)
                    .select("event_id", "event_type", "event_name", "occurred_at", "source", "properties")
                    .orderBy(F.col("occurred_at").desc_nulls_last(), F.col("event_id").asc_nulls_last()).limit(events))
     return person_id, profile, identifiers, segments, traits, relationships, recent
@@ -72,13 +72,9 @@ def history_problems(engine) -> tuple[int, int]:
 
 
 def events_view(engine) -> DataFrame:
-    """core.person_events (and core.identifier_persons, which it reads) in this process's session."""
-    return _events_view(engine)
-
-
-def _events_view(engine) -> DataFrame:
-    """core.person_events in this process's session, created from dbt's own SQL for Spark when the session
-    does not have it yet."""
+    """core.person_events (and core.identifier_persons, which it reads) in this process's session, created from
+    dbt's own SQL for Spark when the session does not have it yet: dbt's views live in the session that built
+    them (the catalog is in memory)."""
     from cdp_assets.dbt.spark import prepare_session
 
     session = prepare_session(engine)
