@@ -40,17 +40,6 @@ STAGE_TABLES = OUTPUTS + ["cdp.delivery_batches", "cdp.destination_outages"]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-class FrozenClock(datetime):
-    """`datetime` for the segment assets, whose `now()` is the test's."""
-
-    moment: datetime
-
-    @classmethod
-    def now(cls, tz=None):
-        moment = datetime(*cls.moment.timetuple()[:6], cls.moment.microsecond, tzinfo=timezone.utc)
-        return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> tuple[Path, Path, datetime]:
     """The DuckDB data directory (the shop, its segment and delivery tables dropped), an empty one for Spark, and
@@ -89,8 +78,6 @@ def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | Non
     the dead-lettered deliveries made pending again, with `replay`)."""
     from dagster import AssetSelection, materialize
 
-    import cdp_assets.segments.assets as segment_assets
-
     patch = pytest.MonkeyPatch()
     patch.setenv("CDP_DATA_DIR", str(data_dir))
     patch.setenv("CDP_MARKETING_WEBHOOK_URL", receiver.url)
@@ -101,8 +88,7 @@ def refresh(data_dir: Path, now: datetime, receiver: Receiver, master: str | Non
         patch.setenv("CDP_SPARK_MASTER", master)
     else:
         patch.delenv("CDP_ENGINE", raising=False)
-    FrozenClock.moment = now
-    patch.setattr(segment_assets, "datetime", FrozenClock)
+    patch.setenv("CDP_NOW", now.isoformat())  # the segments' clock
     try:
         from cdp_assets.activation.definitions import replay_dead_letters_job
         from cdp_assets.definitions import defs

@@ -47,8 +47,17 @@ def without_times(table: str, columns: list[str], rows: list[tuple]) -> list[tup
 
 
 def same_api(rows: list[tuple]) -> list[tuple]:
-    return sorted((tuple(API_URL.sub("http://127.0.0.1:API", v) if isinstance(v, str) else v for v in row) for row in rows),
-                  key=repr)
+    """Rows with the API's URL port-free and JSON text as its value (Spark's VARIANT sorts an object's keys)."""
+    def plain(value):
+        if not isinstance(value, str):
+            return value
+        if value.startswith("{"):
+            try:
+                value = json.dumps(json.loads(value), sort_keys=True)
+            except ValueError:
+                pass
+        return API_URL.sub("http://127.0.0.1:API", value)
+    return sorted((tuple(plain(v) for v in row) for row in rows), key=repr)
 
 
 def cdp_run(data_dir: Path, engine: dict[str, str], clock: str, receiver: Receiver) -> RunSummary:
@@ -124,7 +133,8 @@ def test_cdp_run_on_spark_equals_cdp_run_on_duckdb(shop, spark_cluster):  # noqa
         spark_summary = cdp_run(spark_dir, spark, clock, spark_hook)
         assert not (spark_dir / "warehouse.duckdb").exists(), "a Spark run must not create the DuckDB file"
         counts = assert_public_tables_equal(duck_dir, spark_dir, spark_cluster.master_url)
-        for table in ("cdp.events", "cdp.id_map", "cdp.identity_merges", "cdp.profiles", "cdp.segment_membership",
+        # (cdp.identity_merges is compared too; a first resolution merges no one it had resolved before)
+        for table in ("cdp.events", "cdp.id_map", "cdp.profiles", "cdp.profile_history", "cdp.segment_membership",
                       "cdp.segment_changes", "cdp.deliveries"):
             assert counts.get(table), f"{table}: the shop gives it no rows to compare"
         assert spark_summary.tables == duck_summary.tables
