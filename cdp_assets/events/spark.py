@@ -26,10 +26,10 @@ import polars as pl
 
 from cdp_assets.config import SourceConfig
 from cdp_assets.events.pii import PiiRules, protect_columns, protect_events
-from cdp_assets.events.rules import load_suite, suite_rules, typed_property_rules
+from cdp_assets.events.rules import load_suite
 from cdp_assets.events.validate import (
     CHUNK_ROWS, EVENT_COLUMNS, POSITION, REMOVED_LOG_READERS, VIOLATIONS_TABLE, SourceResult, ValidationRun, chunks, fingerprint,
-    parse_views_digest, parsed_view, split_accepted, unpack_typed, without_tombstones, _counts,
+    judge_chunk, parse_views_digest, parsed_view, _counts,
 )
 
 if TYPE_CHECKING:
@@ -157,18 +157,7 @@ def validate_source_on_spark(pending: Pending, source: SourceConfig, pii: PiiRul
     for number, keys in enumerate(chunks(todo), start=1):
         view = engine.session().table(parsed_view(source))
         frame = _naive(pl.from_arrow(_arrow(view.filter((F.col("raw_source") == source.name) & F.col("partition_key").isin(keys)))))
-        if not source.produces_events:
-            frame = unpack_typed(frame, source)
-        tombstones = frame.clear()
-        if source.kind == "cdc":
-            frame, tombstones = without_tombstones(frame)
-        rules = suite_rules(suite, parameters, frame.columns, where)
-        if source.produces_events:
-            rules += typed_property_rules(suite, where)
-        accepted, quarantine, violations = split_accepted(frame, rules, source.name)
-        if result.sample is None and len(frame):
-            result.sample = frame
-            result.quarantine_sample = quarantine.head(10)
+        frame, tombstones, accepted, quarantine, violations = judge_chunk(frame, source, suite, parameters, where, result)
         tables = {
             "cdp.quarantine": _replaced(pending, "cdp.quarantine", quarantine, "source", source.name, keys),
             "validated.reconciliation": _replaced(pending, "validated.reconciliation",

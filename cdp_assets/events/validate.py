@@ -148,6 +148,24 @@ def without_tombstones(changes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFram
     return changes.filter(~tombstone), changes.filter(tombstone).with_columns(op=pl.lit("t"))
 
 
+def judge_chunk(frame: pl.DataFrame, source: SourceConfig, suite: dict, parameters: dict, where: str, result):
+    """One chunk of parsed records judged by the source's suite, on either engine: (records, tombstones,
+    accepted, quarantine, violations); the first non-empty chunk is kept as the run's sample in `result`."""
+    if not source.produces_events:
+        frame = unpack_typed(frame, source)
+    tombstones = frame.clear()
+    if source.kind == "cdc":
+        frame, tombstones = without_tombstones(frame)
+    rules = suite_rules(suite, parameters, frame.columns, where)
+    if source.produces_events:
+        rules += typed_property_rules(suite, where)
+    accepted, quarantine, violations = split_accepted(frame, rules, source.name)
+    if result.sample is None and len(frame):
+        result.sample = frame
+        result.quarantine_sample = quarantine.head(10)
+    return frame, tombstones, accepted, quarantine, violations
+
+
 def split_accepted(frame: pl.DataFrame, rules, source: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(accepted rows, quarantine rows, flagged violations of accepted rows) of a parsed frame judged by
     `rules`. A quarantined record's reasons list its flagged violations too, after the blocking ones."""
@@ -245,18 +263,7 @@ def validate_source(
             f"SELECT * FROM {parsed_view(source)} WHERE raw_source = $source AND {IN_PARTITIONS}",
             {"source": source.name, "keys": keys},
         ).pl()
-        if not source.produces_events:
-            frame = unpack_typed(frame, source)
-        tombstones = frame.clear()
-        if source.kind == "cdc":
-            frame, tombstones = without_tombstones(frame)
-        rules = suite_rules(suite, parameters, frame.columns, where)
-        if source.produces_events:
-            rules += typed_property_rules(suite, where)
-        accepted, quarantine, violations = split_accepted(frame, rules, source.name)
-        if result.sample is None and len(frame):
-            result.sample = frame
-            result.quarantine_sample = quarantine.head(10)
+        frame, tombstones, accepted, quarantine, violations = judge_chunk(frame, source, suite, parameters, where, result)
         con.execute("BEGIN")
         _replace(con, "cdp.quarantine", quarantine, "source", source.name, keys)
         _replace(con, VIOLATIONS_TABLE, violations, "source", source.name, keys)
