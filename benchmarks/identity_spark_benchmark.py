@@ -14,12 +14,13 @@ same persons), N = `--identifiers`.
 
 Spark runs on a standalone cluster started here from the pyspark wheel (one worker, `--cores` cores,
 `--worker-memory`), or on `--master` if given. Times are wall clock, best of `--repeat` (Spark: after one
-warm-up run at the same size, so JIT and Python worker start-up are not counted). Peak memory: this process's
-max RSS (ru_maxrss) for the in-process parts; for Spark the executor's peak JVM heap from the REST API is
-not exposed in standalone mode, so the worker's memory cap is given.
+warm-up run, at the same size or at `--warmup-identifiers`, so JIT and Python worker start-up are not
+counted). Peak memory: this process's max RSS (ru_maxrss) for the in-process parts; for Spark the summed
+resident memory of the driver JVM, the master, the worker and its executor (its Python workers included),
+sampled every 0.2 s while Spark runs (this Python process itself left out: it holds the in-process frames).
 
     .venv/bin/python benchmarks/identity_spark_benchmark.py [--identifiers 1000000] [--repeat 2]
-        [--cores 2] [--worker-memory 6g] [--master spark://host:port]
+        [--cores 2] [--worker-memory 6g] [--warmup-identifiers 100000] [--master spark://host:port]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "tests")]
 
 from identity_benchmark import RULES, build, scipy_components  # noqa: E402
+from pipeline_benchmark import TreeMemory  # noqa: E402
 
 from cdp_assets.identity.resolve import resolve_persons  # noqa: E402
 
@@ -56,6 +58,23 @@ def timed(fn, repeat: int):
     return best, result
 
 
+def write_inputs(folder: Path, identifiers: pl.DataFrame, edges: pl.DataFrame) -> Path:
+    """The graph as Spark reads it: identifiers and edges, and the links coded as integers for the components."""
+    folder.mkdir(parents=True)
+    identifiers.write_parquet(folder / "identifiers.parquet")
+    edges.write_parquet(folder / "edges.parquet")
+    codes = identifiers.select("identifier_type", "identifier_value").with_row_index("node")
+    links = (
+        edges.join(codes.rename({"identifier_type": "left_type", "identifier_value": "left_value", "node": "a"}),
+                   on=["left_type", "left_value"])
+        .join(codes.rename({"identifier_type": "right_type", "identifier_value": "right_value", "node": "b"}),
+              on=["right_type", "right_value"])
+        .select(pl.col("a").cast(pl.Int64), pl.col("b").cast(pl.Int64))
+    )
+    links.write_parquet(folder / "links.parquet")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--identifiers", type=int, default=1_000_000)
@@ -63,6 +82,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--worker-memory", default="6g")
     parser.add_argument("--master", default="")
+    parser.add_argument("--warmup-identifiers", type=int, default=0,
+                        help="warm Spark up on a graph of this size (default: the measured size itself)")
     args = parser.parse_args()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
 
@@ -76,17 +97,12 @@ def main() -> None:
     print(f"scipy components: {t_scipy:.2f} s, {count:,} components")
 
     work = Path(tempfile.mkdtemp(prefix="cdp-spark-bench-"))
-    identifiers.write_parquet(work / "identifiers.parquet")
-    edges.write_parquet(work / "edges.parquet")
-    codes = identifiers.select("identifier_type", "identifier_value").with_row_index("node")
-    links = (
-        edges.join(codes.rename({"identifier_type": "left_type", "identifier_value": "left_value", "node": "a"}),
-                   on=["left_type", "left_value"])
-        .join(codes.rename({"identifier_type": "right_type", "identifier_value": "right_value", "node": "b"}),
-              on=["right_type", "right_value"])
-        .select(pl.col("a").cast(pl.Int64), pl.col("b").cast(pl.Int64))
-    )
-    links.write_parquet(work / "links.parquet")
+    inputs = write_inputs(work / "measured", identifiers, edges)
+    warmup = inputs
+    if args.warmup_identifiers and args.warmup_identifiers != args.identifiers:
+        small_nodes, small_edges = build("star", args.warmup_identifiers)
+        warmup = write_inputs(work / "warmup", small_nodes.select("identifier_type", "identifier_value", "first_seen_at"),
+                              small_edges)
 
     processes = []
     master = args.master
@@ -105,7 +121,9 @@ def main() -> None:
         spark = engine.session()
         rounds = []
 
-        def spark_components():
+        memory = TreeMemory(os.getpid(), *(process.pid for process in processes), without=(os.getpid(),))
+
+        def spark_components(folder: Path = inputs):
             import cdp_assets.identity.spark as module
 
             counted = [0]
@@ -117,27 +135,27 @@ def main() -> None:
 
             module._stars = counting
             try:
-                labels = connected_components(spark.read.parquet(str(work / "links.parquet"))).localCheckpoint()
+                labels = connected_components(spark.read.parquet(str(folder / "links.parquet"))).localCheckpoint()
                 found = labels.select("component").distinct().count()
             finally:
                 module._stars = stars
             rounds.append(counted[0])
             return found
 
-        spark_components()  # warm-up
+        spark_components(warmup)  # warm-up
         t_cc, found = timed(spark_components, args.repeat)
         print(f"Spark components: {t_cc:.2f} s, {found:,} components, {rounds[-1]} rounds")
 
-        def spark_resolution():
+        def spark_resolution(folder: Path = inputs):
             result = resolve_persons_spark(
-                spark.read.parquet(str(work / "identifiers.parquet")), spark.read.parquet(str(work / "edges.parquet")),
+                spark.read.parquet(str(folder / "identifiers.parquet")), spark.read.parquet(str(folder / "edges.parquet")),
                 RULES,
             )
             out = work / f"id_map-{time.monotonic_ns()}"
             result.id_map.write.parquet(str(out))
             return out
 
-        spark_resolution()  # warm-up
+        spark_resolution(warmup)  # warm-up
         t_resolve, out = timed(spark_resolution, args.repeat)
         id_map = pl.read_parquet(out / "*.parquet")
         same = id_map.sort("identifier_type", "identifier_value").equals(
@@ -149,7 +167,8 @@ def main() -> None:
         print(f"  scipy (1 core): {identifiers.height / t_scipy:,.0f}")
         print(f"  Spark components ({cores} cores): {identifiers.height / t_cc / cores:,.0f}")
         print(f"  Spark resolution ({cores} cores): {identifiers.height / t_resolve / cores:,.0f}")
-        print(f"peak RSS of this process (driver side included): {peak_mb():,.0f} MB; worker cap {args.worker_memory}")
+        print(f"peak RSS of this process: {peak_mb():,.0f} MB; of Spark's processes (driver JVM, master, worker, "
+              f"executor and its Python workers): {memory.stop() / 2**20:,.0f} MB; worker cap {args.worker_memory}")
         engine.stop()
     finally:
         if processes:

@@ -3,10 +3,13 @@
     .venv/bin/python benchmarks/pipeline_benchmark.py                  # full build at 1M events, increment, latency
     .venv/bin/python benchmarks/pipeline_benchmark.py --with-10m       # and a full build at 10M events
     .venv/bin/python benchmarks/pipeline_benchmark.py --events 100000  # a smaller base size
+    .venv/bin/python benchmarks/pipeline_benchmark.py --build-only --engines duckdb,spark   # each engine's build
 
 1. **Full build** at each size, in a fresh data directory: the sample shop (`cdp_assets/sample_data.py`), then
    `cdp run` as a user runs it, in a child process: seconds per stage (from its progress lines) and the peak
-   resident memory of the whole process tree (sampled every 0.2 s: Python, dbt, DuckDB together).
+   resident memory of the whole process tree (sampled every 0.2 s: Python, dbt, DuckDB together). With
+   `--engines duckdb,spark`, the same build with `CDP_ENGINE=spark` too, on a standalone cluster started here
+   (its master, worker and executor counted in the memory).
 2. **One new hour** on the base size's warehouse: ~0.1% new events (copies of existing messages from known
    visitors, with new ids, in the hour in progress) landed as one file, then what production runs for it:
    `web_hourly_job` for that hour, `refresh_job`, `activation_job` (each in process, as `make dev` runs them),
@@ -76,19 +79,20 @@ def _rss_bytes(pid: int) -> int:
 
 
 class TreeMemory:
-    """Peak of the summed resident memory of a process and all its descendants, sampled every 0.2 s."""
+    """Peak of the summed resident memory of processes and all their descendants, sampled every 0.2 s;
+    `without` names processes counted out (themselves, not their descendants)."""
 
-    def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+    def __init__(self, *pids: int, without: tuple[int, ...] = ()):
+        self.pids, self.without, self.peak, self._stop = list(pids), set(without), 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            tree, pending, total = _children(), [self.pid], 0
+            tree, pending, total = _children(), list(self.pids), 0
             while pending:
                 pid = pending.pop()
-                total += _rss_bytes(pid)
+                total += 0 if pid in self.without else _rss_bytes(pid)
                 pending += tree.get(pid, [])
             self.peak = max(self.peak, total)
             self._stop.wait(0.2)
@@ -99,11 +103,12 @@ class TreeMemory:
         return self.peak
 
 
-def run_measured(command: list[str], env: dict, log_prefix: str) -> tuple[float, int, list[str]]:
-    """Run a child to completion, echoing its output; (seconds, peak tree RSS bytes, output lines)."""
+def run_measured(command: list[str], env: dict, log_prefix: str, also: tuple[int, ...] = ()) -> tuple[float, int, list[str]]:
+    """Run a child to completion, echoing its output; (seconds, peak RSS bytes of its tree and of the trees of
+    the processes `also` names, e.g. a Spark cluster's, output lines)."""
     started = time.monotonic()
     child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    memory = TreeMemory(child.pid)
+    memory = TreeMemory(child.pid, *also)
     lines = []
     for line in child.stdout:
         lines.append(line.rstrip("\n"))
@@ -130,12 +135,14 @@ def environment(data_dir: Path, **extra) -> dict:
     return env
 
 
-def full_build(data_dir: Path, events: int) -> dict:
-    env = environment(data_dir)
+def full_build(data_dir: Path, events: int, engine: dict | None = None, cluster: tuple[int, ...] = ()) -> dict:
+    """The sample shop, then `cdp run` on the engine `engine` sets (CDP_ENGINE...; DuckDB when empty); the
+    peak memory counts the processes `cluster` names too (a Spark master, worker and its executors)."""
+    env = environment(data_dir, **(engine or {}))
     generate = [PYTHON, "-c", "import sys; from cdp_assets.sample_data import generate_sample_data; "
                 "generate_sample_data(sys.argv[1], events=int(sys.argv[2]), seed=7)", str(data_dir), str(events)]
     gen_s, gen_peak, _ = run_measured(generate, env, "  gen | ")
-    run_s, run_peak, lines = run_measured([PYTHON, "-m", "cdp_assets.cli", "run"], env, "  run | ")
+    run_s, run_peak, lines = run_measured([PYTHON, "-m", "cdp_assets.cli", "run"], env, "  run | ", cluster)
     stages = {}
     for line in lines:
         match = STAGE_LINE.match(line.strip())
@@ -143,9 +150,29 @@ def full_build(data_dir: Path, events: int) -> dict:
             if match.group(4) != "ok":
                 raise SystemExit(f"stage {match.group(3)} failed")
             stages[match.group(3).split(" (")[0]] = float(match.group(5))
-    return {"events": events, "generate_s": round(gen_s, 1), "generate_peak_rss_gb": gb(gen_peak),
+    return {"events": events, "engine": env.get("CDP_ENGINE", "duckdb"), "generate_s": round(gen_s, 1), "generate_peak_rss_gb": gb(gen_peak),
             "build_s": round(run_s, 1), "stages_s": stages, "stages_total_s": round(sum(stages.values()), 1),
             "build_peak_rss_gb": gb(run_peak)}
+
+
+def spark_build(data_dir: Path, events: int, args) -> dict:
+    """The full build with `CDP_ENGINE=spark`: on a standalone master and worker started here from the pyspark
+    wheel (tests/spark_cluster.py, sized by --spark-*), or on --spark-master. Its memory counts the cluster."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from spark_cluster import start_cluster, stop_cluster
+
+    processes, master = [], args.spark_master
+    if not master:
+        cluster, processes = start_cluster(data_dir.parent / "spark-cluster", args.spark_cores, args.spark_worker_memory,
+                                           args.spark_executor_memory)
+        master = cluster.master_url
+    submit = (f"--driver-memory {args.spark_driver_memory} --conf spark.executor.memory={args.spark_executor_memory} "
+              f"--conf spark.cores.max={args.spark_cores} pyspark-shell")
+    try:
+        return full_build(data_dir, events, {"CDP_ENGINE": "spark", "CDP_SPARK_MASTER": master, "PYSPARK_SUBMIT_ARGS": submit},
+                          tuple(process.pid for process in processes))
+    finally:
+        stop_cluster(processes)
 
 
 # --- 2. one new hour ----------------------------------------------------------------------------------------
@@ -422,6 +449,14 @@ def main() -> None:
                         help="only the full build at --events (e.g. 10M on its own; no new hour, no latency)")
     parser.add_argument("--latency-only", action="store_true",
                         help="only the latency, on the warehouse an earlier run built in --workdir (kept with --workdir)")
+    parser.add_argument("--engines", default="duckdb",
+                        help="comma-separated, duckdb and/or spark: the full build at --events on each (the same shop); "
+                             "the new hour and the latency run on DuckDB only")
+    parser.add_argument("--spark-master", default="", help="default: a standalone master and worker started here")
+    parser.add_argument("--spark-cores", type=int, default=2)
+    parser.add_argument("--spark-worker-memory", default="8g")
+    parser.add_argument("--spark-executor-memory", default="7g")
+    parser.add_argument("--spark-driver-memory", default="4g")
     parser.add_argument("--workdir", type=Path, help="default: a temporary directory, removed afterwards")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -441,13 +476,18 @@ def main() -> None:
             if not (base / "warehouse.duckdb").exists():
                 raise SystemExit(f"--latency-only: no warehouse in {base}; run without it first, with --workdir")
         else:
-            print(f"== full build, {args.events:,} events", flush=True)
-            report["full_build"].append(full_build(base, args.events))
-            build_s = report["full_build"][0]["stages_total_s"]
-            if not args.build_only:
-                print(f"== one new hour on {args.events:,} events", flush=True)
-                report["new_hour"] = one_new_hour(base, args.events, build_s)
-        if not (args.skip_latency or args.build_only or args.new_hour_only):
+            engines = args.engines.split(",")
+            if "duckdb" in engines:
+                print(f"== full build, {args.events:,} events", flush=True)
+                report["full_build"].append(full_build(base, args.events))
+                build_s = report["full_build"][0]["stages_total_s"]
+                if not args.build_only:
+                    print(f"== one new hour on {args.events:,} events", flush=True)
+                    report["new_hour"] = one_new_hour(base, args.events, build_s)
+            if "spark" in engines:
+                print(f"== full build on Spark, {args.events:,} events", flush=True)
+                report["full_build"].append(spark_build(workdir / f"events_{args.events}_spark", args.events, args))
+        if not (args.skip_latency or args.build_only or args.new_hour_only or "duckdb" not in args.engines.split(",")):
             print("== latency under dagster dev", flush=True)
             report["latency"] = latency(base, args.latency_samples, args.latency_timeout)
         if args.with_10m and not (args.latency_only or args.new_hour_only):
@@ -463,7 +503,7 @@ def main() -> None:
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n")
     delivery = (report.get("latency") or {}).get("delivered_p50_s")
-    ten = next((b for b in report["full_build"] if b["events"] >= 10_000_000), None)
+    ten = next((b for b in report["full_build"] if b["events"] >= 10_000_000 and b["engine"] == "duckdb"), None)
     peak = max(ten["generate_peak_rss_gb"], ten["build_peak_rss_gb"]) if ten else None
     print(f"latency_to_delivery_p50_s={delivery if delivery is not None else 'na'} "
           f"increment_ratio={report['new_hour']['ratio_to_full_build'] if 'new_hour' in report else 'na'} "
