@@ -40,11 +40,6 @@ _DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
-    # Broadcast a join's side only when its measured size is small (adaptive execution, after the shuffle),
-    # never from a plan's estimate: a checkpointed frame's estimate can be far off, and a 5M-row side taken
-    # for small was broadcast through the driver until it ran out of memory (10M identifiers, 2 GB driver).
-    "spark.sql.autoBroadcastJoinThreshold": "-1",
-    "spark.sql.adaptive.autoBroadcastJoinThreshold": "10MB",
     "spark.ui.showConsoleProgress": "false",
     # A table registered from its directory (cdp_assets/dbt/spark.py) and dropped keeps its files: dbt's
     # rebuild of it (`create table ... as`) then writes into that directory.
