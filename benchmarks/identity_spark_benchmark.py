@@ -106,7 +106,8 @@ def main() -> None:
 
     processes = []
     master = args.master
-    conf = {"spark.driver.memory": "2g", "spark.sql.shuffle.partitions": str(max(4, 2 * args.cores))}
+    conf = {"spark.driver.memory": "2g", "spark.sql.shuffle.partitions": str(max(4, 2 * args.cores)),
+            "spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.autoBroadcastJoinThreshold": "10MB"}
     if not master:  # the test suite's cluster (tests/spark_cluster.py), sized up
         from spark_cluster import start_cluster
 
