@@ -167,7 +167,8 @@ def spark_build(data_dir: Path, events: int, args) -> dict:
                                            args.spark_executor_memory)
         master = cluster.master_url
     submit = (f"--driver-memory {args.spark_driver_memory} --conf spark.executor.memory={args.spark_executor_memory} "
-              f"--conf spark.cores.max={args.spark_cores} pyspark-shell")
+              f"--conf spark.cores.max={args.spark_cores} --conf spark.sql.autoBroadcastJoinThreshold=-1 "
+              "--conf spark.sql.adaptive.autoBroadcastJoinThreshold=10MB pyspark-shell")  # as measured (RESULTS.md)
     try:
         return full_build(data_dir, events, {"CDP_ENGINE": "spark", "CDP_SPARK_MASTER": master, "PYSPARK_SUBMIT_ARGS": submit},
                           tuple(process.pid for process in processes))
