@@ -31,19 +31,24 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 _sessions: dict[tuple, "SparkSession"] = {}
+# Per session: the directory stamp of each table when the session's catalog last listed its files.
+_listed: dict[int, dict[str, tuple[int, int]]] = {}
 _lock = threading.Lock()
 _PACKAGES = ("cdp_assets", "cdp_resources")
-# Small by default: a laptop or a shared CI machine. A real cluster's spark-defaults.conf or
-# PYSPARK_SUBMIT_ARGS decide there.
-_DEFAULTS = {
+# What the platform's code relies on, whatever the cluster's configuration says.
+_REQUIRED = {
     "spark.sql.session.timeZone": "UTC",  # warehouse times are naive UTC, as in DuckDB
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.shuffle.partitions": "8",
-    "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     # A table registered from its directory (cdp_assets/dbt/spark.py) and dropped keeps its files: dbt's
     # rebuild of it (`create table ... as`) then writes into that directory.
     "spark.sql.legacy.allowNonEmptyLocationInCTAS": "true",
+}
+# Small by default (a laptop or a shared CI machine), set only where the cluster's spark-defaults.conf,
+# PYSPARK_SUBMIT_ARGS or the engine's own conf leave them unset: a real cluster decides there.
+_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
 }
 
 
@@ -76,7 +81,7 @@ class SparkEngine:
             session.addArtifacts(str(_code_archive()), pyfile=True)
             return session
         self.warehouse_dir.mkdir(parents=True, exist_ok=True)
-        conf = {**_DEFAULTS, "spark.sql.warehouse.dir": str(self.warehouse_dir),
+        conf = {**_REQUIRED, "spark.sql.warehouse.dir": str(self.warehouse_dir),
                 "spark.sql.catalogImplementation": "in-memory"}
         # PySpark's driver tells executors which Python to start from this variable only.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -86,6 +91,10 @@ class SparkEngine:
         for option, value in conf.items():
             builder = builder.config(option, value)
         session = builder.master(self.master).getOrCreate()
+        configured = session.sparkContext.getConf()
+        for option, value in _DEFAULTS.items():
+            if not configured.contains(option):
+                session.conf.set(option, value)
         session.sparkContext.setLogLevel("WARN")
         session.sparkContext.addPyFile(str(_code_archive()))
         return session
@@ -124,7 +133,7 @@ class SparkEngine:
                 fresh = target.with_name(f"{target.name}--writing-{uuid.uuid4().hex[:8]}")
                 frame.write.mode("error").parquet(str(fresh))
                 written[table] = fresh
-                counts[table] = self.session().read.parquet(str(fresh)).count()
+                counts[table] = _written_rows(fresh)
         except BaseException:
             for fresh in written.values():
                 shutil.rmtree(fresh, ignore_errors=True)
@@ -158,6 +167,7 @@ class SparkEngine:
         table replaced since is a new directory); returns the names registered. The catalog is in memory, so
         each process registers the directories it finds."""
         session = self.session()
+        seen = _listed.setdefault(id(session), {})
         registered = []
         for schema_dir in sorted(self.warehouse_dir.glob("*.db")):
             schema = schema_dir.name.removesuffix(".db")
@@ -165,12 +175,17 @@ class SparkEngine:
                 table = table_dir.name
                 if not (schema.isidentifier() and table.isidentifier()) or not self.table_exists(f"{schema}.{table}"):
                     continue  # a directory being written or retired (`--` in its name), or no table
-                session.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+                # A replaced table is a new directory and an append adds a file: either changes this stamp.
+                stat = table_dir.stat()
+                stamp = (stat.st_ino, stat.st_mtime_ns)
                 if not session.catalog.tableExists(f"{schema}.{table}"):
+                    if not session.catalog.databaseExists(schema):
+                        session.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
                     session.sql(f"CREATE TABLE {schema}.{table} USING parquet LOCATION '{table_dir.as_posix()}'")
                     registered.append(f"{schema}.{table}")
-                else:
+                elif seen.get(f"{schema}.{table}") != stamp:
                     session.catalog.refreshTable(f"{schema}.{table}")
+                seen[f"{schema}.{table}"] = stamp
         return registered
 
     def sql(self, query: str, args: dict | list | None = None) -> "DataFrame":
@@ -223,6 +238,13 @@ class SparkEngine:
         return mark
 
 
+def _written_rows(directory: Path) -> int:
+    """The rows of a table directory just written, from its Parquet footers (no Spark job)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(part).metadata.num_rows for part in directory.glob("*.parquet"))
+
+
 def _split(table: str) -> tuple[str, str]:
     parts = table.split(".")
     if len(parts) != 2 or not all(part.isidentifier() for part in parts):
@@ -258,6 +280,7 @@ def _stop(session: "SparkSession") -> None:
     """Stop a session and forget the code archive `addPyFile` put on this process's `sys.path`: Spark deletes
     its directory on stop, and a stale zip entry breaks whatever scans `sys.path` next in the process (dbt's
     plugin discovery raised KeyError on it)."""
+    _listed.pop(id(session), None)
     session.stop()
     for entry in [p for p in sys.path if p.endswith(".zip") and not os.path.exists(p)]:
         sys.path.remove(entry)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+# One standalone Spark cluster per test process, shared by every Spark test module (fixtures imported into a test
+# module are that module's own: each started a cluster of its own, all alive till the end).
+from spark_cluster import spark_cluster, spark_engine  # noqa: F401 (fixtures)
 
 # Property tests share two cores with pipeline tests: a slow example is load, not a failure.
 settings.register_profile("cdp", deadline=None)

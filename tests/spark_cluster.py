@@ -151,6 +151,9 @@ def spark_cluster(tmp_path_factory):
     """The test session's standalone cluster (started on first use)."""
     require_java()
     cluster, processes = start_cluster(tmp_path_factory.mktemp("spark-cluster"))
+    # Every session of this process (those `cdp run` and the assets start from CDP_SPARK_MASTER too) is sized for
+    # the small cluster, as a user's cluster sizes its own through PYSPARK_SUBMIT_ARGS or spark-defaults.conf.
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", " ".join(f"--conf {k}={v}" for k, v in cluster.conf.items()) + " pyspark-shell")
     try:
         yield cluster
     finally:

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
-from spark_cluster import spark_cluster, spark_engine  # noqa: F401 (fixtures)
 
 from cdp_assets.identity.resolve import PreviousIdentity, _hashed, resolve_persons
 from cdp_assets.identity.rules import IdentifierRule, IdentityRules

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import require_java, spark_cluster  # noqa: F401 (fixture)
+from spark_cluster import require_java
 from spark_tables import copy_to_spark, quote, sorted_rows
 from test_activation import SECRET, Receiver, _free_port
 
@@ -157,7 +157,7 @@ def assert_same(duck: Path, spark: Path, engine, duck_receiver: Receiver, spark_
     return expected
 
 
-def test_segment_bookkeeping_and_deliveries_on_spark_equal_duckdb(shop, spark_cluster, monkeypatch):  # noqa: F811 (fixture)
+def test_segment_bookkeeping_and_deliveries_on_spark_equal_duckdb(shop, spark_cluster, monkeypatch):
     from cdp_assets.activation.config import Destination
     from cdp_assets.activation.deliveries import deliver_in
     from cdp_resources import WarehouseResource

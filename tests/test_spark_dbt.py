@@ -16,7 +16,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import copy_to_spark, quote, sorted_rows
 
 pytestmark = pytest.mark.spark
@@ -76,7 +75,7 @@ def shop(tmp_path_factory) -> tuple[Path, datetime]:
 
 
 @pytest.fixture(scope="module")
-def spark_build(shop, spark_cluster):  # noqa: F811 (fixture)
+def spark_build(shop, spark_cluster):
     """The shop's source tables on a Spark warehouse and a SparkEngine on the cluster, the session prepared."""
     from cdp_assets.dbt.spark import prepare_session
     from cdp_resources.spark import SparkEngine

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import copy_to_spark, quote, sorted_rows
 
 pytestmark = pytest.mark.spark
@@ -169,7 +168,7 @@ def store_contents(data_dir: Path, duck_dir: Path) -> dict:
         store.close()
 
 
-def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cluster):  # noqa: F811 (fixture)
+def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cluster):
     from dagster import AssetSelection, materialize
 
     from cdp_assets.definitions import defs

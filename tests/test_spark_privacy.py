@@ -20,7 +20,6 @@ from urllib.parse import quote
 import duckdb
 import pytest
 from bytescan import scan
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import copy_to_spark
 from spark_tables import quote as quote_column
 from spark_tables import sorted_rows
@@ -33,7 +32,7 @@ WHEN_DONE = {"cdp.privacy_audit": {"done_at"}, "cdp.deliveries": {"ordered_at", 
 
 
 @pytest.fixture(scope="module")
-def shops(tmp_path_factory, spark_cluster):  # noqa: F811 (fixture)
+def shops(tmp_path_factory, spark_cluster):
     """(DuckDB data directory, Spark data directory, the person's email, their spellings, their person id): the
     same shop on both engines, and one erasure request for a customer with orders pending in both."""
     from cdp_assets.activation.deliveries import LEDGER_DDL
@@ -107,7 +106,7 @@ def cdp(*args: str, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatch):  # noqa: F811 (fixture)
+def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatch):
     on_duckdb, on_spark, email, _, _ = shops
     monkeypatch.setenv("CDP_DATA_DIR", str(on_duckdb))
     code, expected = cdp("profile", f"email:{email.title()}", "--format", "json", capsys=capsys)
@@ -123,7 +122,7 @@ def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatc
     assert not list(on_spark.glob("warehouse.duckdb*"))
 
 
-def test_a_failed_swap_leaves_the_tables_whole_and_the_request_pending(shops, spark_cluster, monkeypatch):  # noqa: F811
+def test_a_failed_swap_leaves_the_tables_whole_and_the_request_pending(shops, spark_cluster, monkeypatch):
     """The tables are swapped in only once every new one is written: a failure before (here: the disk fills)
     leaves each table as it was, and the request stays for the next run, which erases (next test)."""
     from dagster import DagsterInstance
@@ -147,7 +146,7 @@ def test_a_failed_swap_leaves_the_tables_whole_and_the_request_pending(shops, sp
     assert scan(on_spark / "spark-warehouse", spellings) == before != {}
 
 
-def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster, monkeypatch):  # noqa: F811 (fixture)
+def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster, monkeypatch):
     from dagster import DagsterInstance
 
     from cdp_assets.runner import RunSummary, _erase_pending

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import quote, sorted_rows
 from test_activation import SECRET, Receiver
 
@@ -124,7 +123,7 @@ def shop(tmp_path_factory):
     return root / "duckdb", root / "spark", (end + timedelta(minutes=30)).isoformat(sep=" ")
 
 
-def test_cdp_run_on_spark_equals_cdp_run_on_duckdb(shop, spark_cluster):  # noqa: F811 (fixture)
+def test_cdp_run_on_spark_equals_cdp_run_on_duckdb(shop, spark_cluster):
     duck_dir, spark_dir, clock = shop
     spark = {"CDP_ENGINE": "spark", "CDP_SPARK_MASTER": spark_cluster.master_url}
     duck_hook, spark_hook = Receiver(), Receiver()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import require_java, spark_cluster  # noqa: F401 (fixture)
+from spark_cluster import require_java
 from spark_tables import copy_to_spark
 
 from cdp_assets.segments.compiler import CompiledSegment, catalog_from_warehouse, column_type, compile_segment, load_segment
@@ -141,7 +141,7 @@ def shop(tmp_path_factory) -> tuple[Path, datetime, Path]:
 
 
 @pytest.fixture(scope="module")
-def spark_shop(shop, spark_cluster):  # noqa: F811 (fixture)
+def spark_shop(shop, spark_cluster):
     """A SparkEngine on the cluster, the rules' tables copied to its warehouse and registered in its session."""
     from cdp_resources.spark import SparkEngine
 

@@ -20,7 +20,6 @@ import duckdb
 import pytest
 from dagster import AssetSelection, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import quote, sorted_rows
 
 from cdp_assets.config import load_sources
@@ -141,7 +140,7 @@ def shops(tmp_path_factory) -> tuple[Path, Path, str]:
         yield on_duckdb, on_spark, url
 
 
-def test_source_extracts_on_spark_equal_duckdb_row_for_row(shops, spark_cluster, monkeypatch):  # noqa: F811
+def test_source_extracts_on_spark_equal_duckdb_row_for_row(shops, spark_cluster, monkeypatch):
     on_duckdb, on_spark, orders = shops
     spark = {"CDP_ENGINE": "spark", "CDP_SPARK_MASTER": spark_cluster.master_url}
     on_both = extract(on_duckdb, {}, orders), extract(on_spark, spark, orders)
@@ -204,7 +203,7 @@ def test_source_extracts_on_spark_equal_duckdb_row_for_row(shops, spark_cluster,
 
 
 @pytest.mark.postgres
-def test_postgres_extract_on_spark_equals_duckdb(pg_schema, spark_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_postgres_extract_on_spark_equals_duckdb(pg_schema, spark_cluster, tmp_path, monkeypatch):
     """The PostgreSQL source's incremental pull (pages, ties at the cursor, updated rows) stores on Spark the rows
     and cursor it stores on DuckDB, run after run."""
     from datetime import timedelta

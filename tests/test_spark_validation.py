@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from spark_cluster import spark_cluster  # noqa: F401 (fixture)
 from spark_tables import copy_to_spark, quote, sorted_rows
 
 pytestmark = pytest.mark.spark
@@ -186,7 +185,7 @@ def second_batch(data_dir: Path) -> None:
         con.execute("DELETE FROM raw.orders WHERE line_no = (SELECT min(line_no) FROM raw.orders WHERE json_valid(record))")
 
 
-def test_validation_on_spark_equals_duckdb(shop, spark_cluster):  # noqa: F811 (fixture)
+def test_validation_on_spark_equals_duckdb(shop, spark_cluster):
     from cdp_resources import WarehouseResource
     from cdp_resources.spark import SparkEngine
 
@@ -234,7 +233,7 @@ def test_validation_on_spark_equals_duckdb(shop, spark_cluster):  # noqa: F811 (
     assert "lost" in result.metadata["problems"].value
 
 
-def test_debezium_encodings_parse_on_spark(shop, spark_cluster):  # noqa: F811 (fixture)
+def test_debezium_encodings_parse_on_spark(shop, spark_cluster):
     """The CDC parse view's Spark SQL (dbt/macros/debezium.sql spark__*) decodes every Debezium encoding as the
     DuckDB test's oracle says (tests/test_debezium.py: Python's datetime and Decimal arithmetic)."""
     from decimal import Decimal
