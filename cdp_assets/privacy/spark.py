@@ -117,8 +117,11 @@ class SparkPersonReads:
         return person_identifiers_on_spark(self.engine, identifier_type, value, rules)
 
     def rows(self, table: str, persons: set[str]) -> list[dict]:
-        frame = self._view(table) if table in VIEW_MODELS else self.engine.table(table) if self.engine.table_exists(table) else None
-        return python_rows(frame.where(F.col("person_id").isin(sorted(persons)))) if frame is not None else []
+        if table in VIEW_MODELS:
+            frame = self._view(table)
+        else:
+            frame = self.engine.table(table) if self.engine.table_exists(table) else None
+        return [] if frame is None else python_rows(frame.where(F.col("person_id").isin(sorted(persons))))
 
     def spellings(self, identifiers: set[tuple[str, str]]) -> set[str]:
         return _spellings(self.engine, identifiers)
