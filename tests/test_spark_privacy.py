@@ -225,3 +225,39 @@ def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster,
     assert notices == 1
     assert "email=[erased]&src=mail" in properties
     assert email not in json.dumps(audit).lower()
+
+
+def test_explanations_on_spark_equal_duckdb_on_hand_made_graphs(tmp_path, spark_cluster):  # noqa: F811 (fixture)
+    """SparkGraph reads what DuckDBGraph reads, case by case of tests/test_identity_explain.py: a chain inside one
+    person and not through a shared device beside it, a shared identifier, a limit (an edge seen in two sources),
+    a blocked value. Last in the module: its own warehouse directory restarts the session."""
+    from test_identity_explain import KIOSK, RULES, resolved
+
+    from cdp_assets.identity.explain import DuckDBGraph, explain_with
+    from cdp_assets.identity.spark import SparkGraph
+    from cdp_resources import WarehouseResource
+
+    laptop = [("user_id:u1", "email:ann@x.com", 1), ("user_id:u2", "email:bob@x.com", 1),
+              ("user_id:u1", "anonymous_id:laptop", 3), ("user_id:u2", "anonymous_id:laptop", 5),
+              ("user_id:u1", "anonymous_id:undefined", 1)]
+    inside = KIOSK + [("user_id:u1", "email:ann@x.com", 1), ("email:ann@x.com", "phone:+14155550100", 1),
+                      ("phone:+14155550100", "anonymous_id:a1", 1),
+                      ("user_id:u1", "device_id:kiosk", 2), ("anonymous_id:a1", "device_id:kiosk", 2)]
+    cases = [
+        (inside, ("user_id", "u1"), ("anonymous_id", "a1"), "one person: chain of 3 edge(s)"),
+        (KIOSK, ("user_id", "k00"), ("user_id", "k01"), "is shared: linked to 11 user_ids"),
+        (laptop, ("email", " ANN@x.com"), ("email", "bob@x.com"), "(seen in app, web)   ✗ not applied: joining"),
+        (laptop, ("user_id", "u1"), ("anonymous_id", "undefined"), "anonymous_id:undefined is blocked"),
+    ]
+    with spark_env(tmp_path, spark_cluster):
+        engine = WarehouseResource().engine()
+        for links, a, b, expected in cases:
+            con = resolved(links)
+            con.execute("INSERT INTO cdp.identity_edges SELECT * REPLACE ('app' AS source) FROM cdp.identity_edges "
+                        "WHERE right_value = 'laptop' AND left_value = 'u1'")
+            for table in ("cdp.id_map", "cdp.identity_edges"):
+                shutil.rmtree(engine.location(table), ignore_errors=True)
+            copy_to_spark(con, engine, ["cdp.id_map", "cdp.identity_edges"])
+            on_duckdb = explain_with(DuckDBGraph(con), a, b, RULES)
+            assert expected in "\n".join(on_duckdb)
+            assert explain_with(SparkGraph(engine), a, b, RULES) == on_duckdb, (a, b)
