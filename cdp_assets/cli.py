@@ -160,26 +160,14 @@ def _segment_check(args) -> int:
 
 
 def _explain(a: tuple[str, str], b: tuple[str, str]) -> int:
-    from cdp_assets.identity.explain import explain_link
+    from cdp_assets.identity.explain import explain_with, recorded_graph
     from cdp_assets.identity.rules import load_identity_rules
     from cdp_resources import WarehouseResource
 
-    if _duckdb_only("cdp profile --explain"):
-        return 2
-    with WarehouseResource().connect() as con:
-        print("\n".join(explain_link(con, a, b, load_identity_rules(config_dir() / "identity.yaml"))))
+    rules = load_identity_rules(config_dir() / "identity.yaml")
+    with recorded_graph(WarehouseResource()) as graph:
+        print("\n".join(explain_with(graph, a, b, rules)))
     return 0
-
-
-def _duckdb_only(command: str) -> bool:
-    """True (and says so) when `command`, which reads the DuckDB file, is asked for on another engine: a Spark
-    run never opens (nor creates) that file."""
-    from cdp_resources.settings import engine_name
-
-    if engine_name() == "duckdb":
-        return False
-    print(f"{command} reads the DuckDB warehouse and does not run with CDP_ENGINE={engine_name()} yet", file=sys.stderr)
-    return True
 
 
 def _identifier(text: str) -> tuple[str, str] | None:
@@ -211,14 +199,14 @@ def _erase(args) -> int:
 
 def _export(args) -> int:
     from cdp_assets.identity.rules import load_identity_rules
-    from cdp_assets.privacy.erase import export_person
+    from cdp_assets.privacy.erase import person_document, person_reads_on
     from cdp_resources import WarehouseResource
 
     identifier = _identifier(args.identifier)
-    if identifier is None or _duckdb_only("cdp export"):
+    if identifier is None:
         return 2
-    with WarehouseResource().connect() as con:
-        document = export_person(con, *identifier, load_identity_rules(config_dir() / "identity.yaml"))
+    with person_reads_on(WarehouseResource()) as reads:
+        document = person_document(reads, *identifier, load_identity_rules(config_dir() / "identity.yaml"))
     print(json.dumps(document, indent=2, default=_json_default))
     return 0 if document["person_ids"] else 1
 

@@ -125,7 +125,7 @@ def _wait_for_worker(ui_url: str, processes: list[subprocess.Popen], work: Path)
                 state = json.load(answer)
             if any(worker.get("state") == "ALIVE" for worker in state.get("workers", [])):
                 return
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or a half-started UI answering with no JSON
             pass
         time.sleep(0.5)
     raise RuntimeError(f"no Spark worker registered within {_STARTUP_S}s:\n{_tail(work / 'worker.log')}")

@@ -18,6 +18,8 @@ The same rules, in the same order, each still in one place:
 
 tests/test_spark.py checks on a real standalone cluster that the result equals the in-process resolver's,
 person for person and id for id, on generated graphs with shared devices and over-merges.
+
+`SparkGraph` is what `cdp profile --explain` reads here (explain.py's rules, over these tables).
 """
 
 from __future__ import annotations
@@ -473,3 +475,48 @@ def id_map_problems(engine) -> tuple[int, int]:
         .first()
     )
     return int(row[0] or 0), int(row[1] or 0)
+
+
+class SparkGraph:
+    """The recorded graph as `explain.explain_with` reads it (`explain.RecordedGraph`), in the Spark tables: the
+    reads of `explain.DuckDBGraph` as DataFrame queries; the rules stay in explain.py."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def person(self, node: tuple[str, str]) -> str | None:
+        found = self._holding(node).select("person_id").limit(1).collect()
+        return found[0][0] if found else None
+
+    def neighbours(self, frontier: list[tuple[str, str]], within: str | None) -> list:
+        nodes = self.engine.session().createDataFrame(frontier, "t string, v string")
+        edges = self.engine.table("cdp.identity_edges")
+        # one equality join per end, as on DuckDB (an OR would compare every edge with every frontier node)
+        touching = functools.reduce(DataFrame.unionByName, [
+            edges.join(nodes.toDF(f"{end}_type", f"{end}_value"), [f"{end}_type", f"{end}_value"], "left_semi")
+            for end in ("left", "right")])
+        if within:
+            held = self.engine.table("cdp.id_map").where(F.col("person_id") == within).select(*KEY)
+            for end in ("left", "right"):
+                touching = touching.join(held.toDF(f"{end}_type", f"{end}_value"), [f"{end}_type", f"{end}_value"], "left_semi")
+        sources = F.array_sort(F.collect_set("source"))
+        rows = touching.groupBy("left_type", "left_value", "right_type", "right_value").agg(
+            F.when(F.size(sources) > 0, F.array_join(sources, ", ")).alias("sources")).collect()
+        return [((lt, lv), (rt, rv), source) for lt, lv, rt, rv, source in rows]
+
+    def edges_touching(self, node: tuple[str, str]) -> pl.DataFrame:
+        edges = self.engine.table("cdp.identity_edges")
+        end = lambda side: (F.col(f"{side}_type") == node[0]) & (F.col(f"{side}_value") == node[1])  # noqa: E731
+        frame = pl.from_arrow(edges.where(end("left") | end("right")).select(
+            "left_type", "left_value", "right_type", "right_value", "first_seen_at", "last_seen_at").toArrow())
+        return frame.with_columns(  # instants as the warehouse's naive UTC times, as DuckDB gives them
+            pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            for c in ("first_seen_at", "last_seen_at") if getattr(frame.schema[c], "time_zone", None))
+
+    def type_counts(self, persons: tuple[str, str]) -> list[tuple[str, int]]:
+        counts = self.engine.table("cdp.id_map").where(F.col("person_id").isin(*persons)).groupBy("identifier_type").count()
+        return [(r[0], r[1]) for r in counts.collect()]
+
+    def _holding(self, node: tuple[str, str]) -> DataFrame:
+        return self.engine.table("cdp.id_map").where(
+            (F.col("identifier_type") == node[0]) & (F.col("identifier_value") == node[1]))

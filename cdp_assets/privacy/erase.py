@@ -22,8 +22,11 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from cdp_assets.identity.normalize import normalize_identifier
 from cdp_assets.identity.rules import IdentityRules
@@ -348,26 +351,96 @@ def deletion_notice_rows(persons: set[str], destinations: list[str]) -> list[tup
     ]
 
 
+# The access export: what is held about a person, per table. The rules are written once (`person_document`);
+# what they read goes through the engine's reads (`person_reads_on`): `DuckDBPersonReads` here, `SparkPersonReads`
+# in cdp_assets/privacy/spark.py.
+EXPORTED = {
+    "profile": "cdp.profiles", "profile_history": "cdp.profile_history", "trait_values": "core.person_trait_values",
+    "segments": "cdp.segment_membership", "segment_changes": "cdp.segment_changes", "events": "core.person_events",
+    "purchases": "core.person_purchases", "relationships": "cdp.relationships", "deliveries": "cdp.deliveries",
+}
+# The pipeline's bookkeeping (which run wrote a row, its change digest): not data about the person, and it differs
+# between engines and between rebuilds of the same inputs, so the export leaves it out.
+BOOKKEEPING = frozenset({"_batch_id", "_removed_batch_id", "row_hash"})
+
+
+class PersonReads(Protocol):
+    """What the access export reads of the warehouse; rows as DuckDB gives them (naive UTC times, JSON as text)."""
+
+    def person_identifiers(self, identifier_type: str, value: str, rules: IdentityRules) -> tuple[set[str], set[tuple[str, str]]]:
+        """(person ids, normalized identifiers) of whoever holds the identifier (`person_identifiers`)."""
+
+    def rows(self, table: str, persons: set[str]) -> list[dict]:
+        """Every column of the table's rows whose person_id is one of `persons`; none if it does not exist."""
+
+    def spellings(self, identifiers: set[tuple[str, str]]) -> set[str]:
+        """Every spelling of the identifiers seen, lower-cased (`_spellings`)."""
+
+    def quarantined(self) -> list[dict]:
+        """source, record, reasons and received_at of every row of cdp.quarantine; none if it does not exist."""
+
+
+@contextmanager
+def person_reads_on(warehouse) -> Iterator[PersonReads]:
+    """The export's reads on the warehouse's engine: the one place the export differs by engine."""
+    engine = warehouse.engine()
+    if engine.name == "spark":
+        from cdp_assets.privacy.spark import SparkPersonReads
+
+        yield SparkPersonReads(engine)
+        return
+    with warehouse.connect() as con:
+        yield DuckDBPersonReads(con)
+
+
 def export_person(con, identifier_type: str, value: str, rules: IdentityRules) -> dict:
-    """Everything held about a person, as one JSON-ready document (the access request)."""
-    persons, identifiers = person_identifiers(con, identifier_type, value, rules)
+    """`person_document` from a DuckDB connection."""
+    return person_document(DuckDBPersonReads(con), identifier_type, value, rules)
+
+
+def person_document(reads: PersonReads, identifier_type: str, value: str, rules: IdentityRules) -> dict:
+    """Everything held about a person, as one JSON-ready document (the access request). Rows come in the order
+    of their values, column by column (nulls last): the engines return them in no set order."""
+    persons, identifiers = reads.person_identifiers(identifier_type, value, rules)
     document = {"request": {"type": identifier_type, "value": value}, "person_ids": sorted(persons),
                 "identifiers": [{"type": t, "value": v} for t, v in sorted(identifiers)]}
-    by_person = {
-        "profile": "cdp.profiles", "profile_history": "cdp.profile_history", "trait_values": "core.person_trait_values",
-        "segments": "cdp.segment_membership", "segment_changes": "cdp.segment_changes", "events": "core.person_events",
-        "purchases": "core.person_purchases", "relationships": "cdp.relationships", "deliveries": "cdp.deliveries",
-    }
-    for key, table in by_person.items():
-        document[key] = _rows(con, f"SELECT * FROM {table} WHERE list_contains(?, person_id)", [sorted(persons)]) \
-            if table_exists(con, table) else []
-    matcher = KnownValues(_spellings(con, identifiers))
-    document["quarantined_records"] = [
-        row for row in (_rows(con, "SELECT source, record, reasons, received_at FROM cdp.quarantine", [])
-                        if table_exists(con, "cdp.quarantine") else [])
-        if matcher.matches_record(row["record"])
-    ]
+    for key, table in EXPORTED.items():
+        document[key] = _in_order([{c: v for c, v in row.items() if c not in BOOKKEEPING}
+                                   for row in (reads.rows(table, persons) if persons else [])])
+    matcher = KnownValues(reads.spellings(identifiers))
+    document["quarantined_records"] = _in_order([row for row in reads.quarantined() if matcher.matches_record(row["record"])])
     return document
+
+
+def _in_order(rows: list[dict]) -> list[dict]:
+    """Rows sorted by their values, column by column, nulls last (lists and objects by their JSON text)."""
+    def key(row: dict) -> tuple:
+        return tuple((v is None, json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, dict)) else v)
+                     for v in row.values())
+    return sorted(rows, key=key)
+
+
+class DuckDBPersonReads:
+    """The export's reads in the DuckDB file."""
+
+    def __init__(self, con):
+        self.con = con
+
+    def person_identifiers(self, identifier_type: str, value: str, rules: IdentityRules):
+        return person_identifiers(self.con, identifier_type, value, rules)
+
+    def rows(self, table: str, persons: set[str]) -> list[dict]:
+        if not table_exists(self.con, table):
+            return []
+        return _rows(self.con, f"SELECT * FROM {table} WHERE list_contains(?, person_id)", [sorted(persons)])
+
+    def spellings(self, identifiers: set[tuple[str, str]]) -> set[str]:
+        return _spellings(self.con, identifiers)
+
+    def quarantined(self) -> list[dict]:
+        if not table_exists(self.con, "cdp.quarantine"):
+            return []
+        return _rows(self.con, "SELECT source, record, reasons, received_at FROM cdp.quarantine", [])
 
 
 def _rows(con, sql: str, params: list) -> list[dict]:

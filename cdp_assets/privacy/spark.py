@@ -10,6 +10,8 @@ person's (a person-id column holds one of their ids, or a text value, or a quote
 of their spellings: the same tests as the DuckDB DELETE, as Spark column expressions), and how mentions in
 other rows are scrubbed (`scrubbed_values`, in Python on the driver, over the few rows that mention them).
 Suppressions, deletion notices and the audit row go to the same tables, with the same columns.
+
+The access export (`cdp export`) reads the Spark tables here (`SparkPersonReads`) for erase.py's `person_document`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cdp_assets.privacy.erase import (
     suppression_rows,
 )
 from cdp_assets.privacy.suppression import KnownValues, identifier_hash
+from cdp_assets.profiles.spark import VIEW_MODELS, dbt_views, python_rows
 from cdp_assets.segments.spark import duckdb_type_name
 from cdp_resources.settings import warehouse_path
 
@@ -98,6 +101,42 @@ def person_identifiers_on_spark(engine, identifier_type: str, value: str, rules:
         identifiers |= {(r[0], r[1]) for r in id_map.where(F.col("person_id").isin(sorted(persons)))
                         .select("identifier_type", "identifier_value").collect()}
     return persons, identifiers
+
+
+class SparkPersonReads:
+    """What the access export (`erase.person_document`) reads, in the Spark tables (`erase.PersonReads`), as
+    DuckDB gives the same rows. core.person_events and core.person_purchases are dbt's views, created in this
+    session from dbt's SQL for Spark (`profiles.spark.dbt_views`) once the identity stage's tables they read exist
+    (on DuckDB, dbt builds them with those tables)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._views: dict[str, DataFrame] | None = None
+
+    def person_identifiers(self, identifier_type: str, value: str, rules: IdentityRules):
+        return person_identifiers_on_spark(self.engine, identifier_type, value, rules)
+
+    def rows(self, table: str, persons: set[str]) -> list[dict]:
+        if table in VIEW_MODELS:
+            frame = self._view(table)
+        else:
+            frame = self.engine.table(table) if self.engine.table_exists(table) else None
+        return [] if frame is None else python_rows(frame.where(F.col("person_id").isin(sorted(persons))))
+
+    def spellings(self, identifiers: set[tuple[str, str]]) -> set[str]:
+        return _spellings(self.engine, identifiers)
+
+    def quarantined(self) -> list[dict]:
+        if not self.engine.table_exists("cdp.quarantine"):
+            return []
+        return python_rows(self.engine.table("cdp.quarantine").select("source", "record", "reasons", "received_at"))
+
+    def _view(self, relation: str) -> DataFrame | None:
+        if not all(self.engine.table_exists(t) for t in ("cdp.events", "cdp.id_map", "core.identifier_lookup")):
+            return None
+        if self._views is None:  # one dbt compile for all of them
+            self._views = dbt_views(self.engine, list(VIEW_MODELS))
+        return self._views[relation]
 
 
 def _spellings(engine, identifiers: set[tuple[str, str]]) -> set[str]:

@@ -5,10 +5,10 @@ The 360° view's rows: the same tables, columns and order as
 `view._person_rows` reads from DuckDB, read from the Spark warehouse, as the same Python values (times as
 naive UTC, as DuckDB gives them; unsigned 64-bit hashes, kept as DECIMAL(20,0) on Spark, as integers).
 
-The recent events come from dbt's view core.person_events. A view on Spark lives in the catalog of the
-session that created it (the catalog is in memory, cdp_resources/spark.py), so a process that did not build
-it creates it, and the view it reads, from the SQL dbt compiles for them on Spark: the events are the
-model's, never a copy of its SQL.
+The recent events come from dbt's view core.person_events (and the access export's purchases from
+core.person_purchases). A view on Spark lives in the catalog of the session that created it (the catalog is in
+memory, cdp_resources/spark.py), so a process that did not build it creates it, and the views it reads, from
+the SQL dbt compiles for them on Spark: the events are the model's, never a copy of its SQL.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ from pyspark.sql import types as T
 
 # The snapshot's own columns (dbt/snapshots/profile_history.yml `snapshot_meta_column_names`).
 VERSION_COLUMNS = ("version_id", "version_updated_at", "valid_from", "valid_to")
-# The dbt view the recent events come from, and its view models in dependency order.
+# dbt's views Python reads on Spark, each with the view models it needs, in dependency order.
 EVENTS_VIEW = "core.person_events"
-VIEW_MODELS = ["identifier_persons", "person_events"]
+PURCHASES_VIEW = "core.person_purchases"
+VIEW_MODELS = {
+    EVENTS_VIEW: ["identifier_persons", "person_events"],
+    PURCHASES_VIEW: ["identifier_persons", "person_events", "purchase_claims", "person_purchases"],
+}
 
 
 def person_rows_on_spark(engine, identifier_type: str, value: str, events: int):
@@ -41,17 +45,17 @@ def person_rows_on_spark(engine, identifier_type: str, value: str, events: int):
         return engine.table(table).where(F.col("person_id") == person_id)
 
     def optional(table: str, frame) -> list[dict]:
-        return _rows(frame(of_person(table))) if engine.table_exists(table) else []
+        return python_rows(frame(of_person(table))) if engine.table_exists(table) else []
 
-    profile = _rows(of_person("cdp.profiles"))
-    identifiers = _rows(of_person("cdp.id_map").select(F.col("identifier_type").alias("type"),
+    profile = python_rows(of_person("cdp.profiles"))
+    identifiers = python_rows(of_person("cdp.id_map").select(F.col("identifier_type").alias("type"),
                                                         F.col("identifier_value").alias("value")).orderBy(*_all("type", "value")))
     segments = optional("cdp.segment_membership", lambda f: f.select("segment", "entered_at").orderBy(*_all("segment")))
     traits = optional("core.person_trait_values",
                       lambda f: f.select("trait", "value", "source", "observed_at").orderBy(*_all("trait")))
     columns = ["kind", "related_value", "source", "last_seen_at"]
     relationships = optional("cdp.relationships", lambda f: f.select(*columns).orderBy(*_all(*columns)))
-    recent = _rows(events_view(engine).where(F.col("person_id") == person_id)
+    recent = python_rows(events_view(engine).where(F.col("person_id") == person_id)
                    .select("event_id", "event_type", "event_name", "occurred_at", "source", "properties")
                    .orderBy(F.col("occurred_at").desc_nulls_last(), F.col("event_id").asc_nulls_last()).limit(events))
     return person_id, profile, identifiers, segments, traits, relationships, recent
@@ -72,31 +76,38 @@ def history_problems(engine) -> tuple[int, int]:
 
 
 def events_view(engine) -> DataFrame:
-    """core.person_events (and core.identifier_persons, which it reads) in this process's session, created from
-    dbt's own SQL for Spark when the session does not have it yet: dbt's views live in the session that built
-    them (the catalog is in memory)."""
+    """core.person_events in this process's session (`dbt_views`)."""
+    return dbt_views(engine, [EVENTS_VIEW])[EVENTS_VIEW]
+
+
+def dbt_views(engine, relations: list[str]) -> dict[str, DataFrame]:
+    """dbt's views `relations` (of `VIEW_MODELS`), and the views they read, in this process's session, created from
+    dbt's own SQL for Spark when the session does not have them yet (one compile for all of them): dbt's views live
+    in the session that built them (the catalog is in memory)."""
     from cdp_assets.dbt.spark import prepare_session
 
     session = prepare_session(engine)
-    if not session.catalog.tableExists(EVENTS_VIEW):
-        for relation, sql in _compiled_views():
+    missing = [relation for relation in relations if not session.catalog.tableExists(relation)]
+    if missing:
+        models = list(dict.fromkeys(model for relation in missing for model in VIEW_MODELS[relation]))
+        for relation, sql in _compiled_views(models):
             session.sql(f"CREATE OR REPLACE VIEW {relation} AS {sql}")
-    return session.table(EVENTS_VIEW)
+    return {relation: session.table(relation) for relation in relations}
 
 
-def _compiled_views() -> list[tuple[str, str]]:
-    """(relation, SQL) of the view models, in dependency order: `dbt compile --target spark` (which, unlike
+def _compiled_views(models: list[str]) -> list[tuple[str, str]]:
+    """(relation, SQL) of the view models, in the order given: `dbt compile --target spark` (which, unlike
     `dbt run`, writes nothing: no batch, no table), in this process's session."""
     from cdp_assets.dbt.project import command_target, dbt_failures, invoke_dbt, parse_cache
     from cdp_assets.dbt.vars import dbt_vars
 
     with parse_cache(command_target("profile_views")) as target:
-        result = invoke_dbt(["compile", "--target", "spark", "--select", *VIEW_MODELS, "--exclude", "resource_type:test",
+        result = invoke_dbt(["compile", "--target", "spark", "--select", *models, "--exclude", "resource_type:test",
                              "--log-level", "none"], target, dbt_vars())  # compile prints the SQL: not on our stdout
     if not result.success:
-        raise RuntimeError(f"dbt compile of {', '.join(VIEW_MODELS)} failed: {dbt_failures(result)}")
-    nodes = sorted((r.node for r in result.result.results if r.node.resource_type == "model" and r.node.name in VIEW_MODELS),
-                   key=lambda node: VIEW_MODELS.index(node.name))
+        raise RuntimeError(f"dbt compile of {', '.join(models)} failed: {dbt_failures(result)}")
+    nodes = sorted((r.node for r in result.result.results if r.node.resource_type == "model" and r.node.name in models),
+                   key=lambda node: models.index(node.name))
     return [(node.relation_name, node.compiled_code) for node in nodes]
 
 
@@ -105,7 +116,8 @@ def _all(*columns: str):
     return [F.col(c).asc_nulls_last() for c in columns]
 
 
-def _rows(frame: DataFrame) -> list[dict]:
+def python_rows(frame: DataFrame) -> list[dict]:
+    """The frame's rows as DuckDB gives the same table's (`person_rows_on_spark`'s and the access export's)."""
     hashes = {f.name for f in frame.schema.fields if isinstance(f.dataType, T.DecimalType) and
               (f.dataType.precision, f.dataType.scale) == (20, 0)}
     return [{name: _plain(v, name in hashes) for name, v in row.items()} for row in frame.toArrow().to_pylist()]
