@@ -119,7 +119,7 @@ def test_profile_on_spark_equals_duckdb(shops, spark_cluster, capsys, monkeypatc
     assert not list(on_spark.glob("warehouse.duckdb*"))
 
 
-def test_export_and_explain_on_spark_equal_duckdb(shops, spark_cluster, capsys, monkeypatch):  # noqa: F811 (fixture)
+def test_export_and_explain_on_spark_equal_duckdb(shops, spark_cluster, capsys, monkeypatch):
     """`cdp export` and `cdp profile --explain`, as a user runs them, print on Spark what they print on DuckDB: for
     the customer with orders (events and purchases included), a family-laptop user, someone with a quarantined
     record, and nobody; the explanations of one person, of two the resolution kept apart (the laptop: a limit),
@@ -226,7 +226,7 @@ def test_erasure_on_spark_equals_duckdb_and_leaves_no_byte(shops, spark_cluster,
     assert email not in json.dumps(audit).lower()
 
 
-def test_explanations_on_spark_equal_duckdb_on_hand_made_graphs(tmp_path, spark_cluster):  # noqa: F811 (fixture)
+def test_explanations_on_spark_equal_duckdb_on_hand_made_graphs(tmp_path, spark_cluster):
     """SparkGraph reads what DuckDBGraph reads, case by case of tests/test_identity_explain.py: a chain inside one
     person and not through a shared device beside it, a shared identifier, a limit (an edge seen in two sources),
     a blocked value. Last in the module: its own warehouse directory restarts the session."""
