@@ -306,7 +306,7 @@ def several_chunks_raw(data_dir: Path) -> None:
         first, last = con.execute("SELECT min(partition_key), max(partition_key) FROM raw.web").fetchone()
         copies = con.execute(
             "SELECT file, line_no, record FROM raw.web WHERE partition_key = ? AND json_valid(record) "
-            "AND record->>'$.messageId' IS NOT NULL AND record->>'$.receivedAt' IS NOT NULL ORDER BY file, line_no LIMIT 2",
+            "AND json_extract_string(record, '$.messageId') IS NOT NULL AND json_extract_string(record, '$.receivedAt') IS NOT NULL ORDER BY file, line_no LIMIT 2",
             [first]).fetchall()
         assert len(copies) == 2, "the first hour holds too few events"
         file = con.execute("SELECT min(file) FROM raw.web WHERE partition_key = ?", [last]).fetchone()[0]
