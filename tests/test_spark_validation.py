@@ -294,3 +294,83 @@ def test_debezium_encodings_parse_on_spark(shop, spark_cluster):
     assert row["price_text"] == "12345678901234567890123456.123456789012"  # exact, all 38 digits
     schemaless = frame.row(2, named=True)
     assert schemaless["us_at"] == moment and schemaless["price"] == 1234.0
+
+
+def several_chunks_raw(data_dir: Path) -> None:
+    """Copies of events placed in other hours, so that chunks of a few hundred records share event ids: the
+    first hour's event again in the last hour (same content: the first copy stays the winner), and another
+    first-hour event in the last hour with other properties and received a minute earlier (the later chunk's copy
+    wins: the chunk-by-chunk merges would insert, then replace the first chunk's copy)."""
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as con:
+        first, last = con.execute("SELECT min(partition_key), max(partition_key) FROM raw.web").fetchone()
+        copies = con.execute(
+            "SELECT file, line_no, record FROM raw.web WHERE partition_key = ? AND json_valid(record) "
+            "AND json_extract_string(record, '$.messageId') IS NOT NULL AND json_extract_string(record, '$.receivedAt') IS NOT NULL ORDER BY file, line_no LIMIT 2",
+            [first]).fetchall()
+        assert len(copies) == 2, "the first hour holds too few events"
+        file = con.execute("SELECT min(file) FROM raw.web WHERE partition_key = ?", [last]).fetchone()[0]
+        same, changed = copies[0][2], json.loads(copies[1][2])
+        received = datetime.fromisoformat(changed["receivedAt"].replace("Z", "+00:00"))
+        changed["receivedAt"] = (received - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+        changed["properties"] = {**(changed.get("properties") or {}), "replayed": True}
+        loaded = con.execute("SELECT max(loaded_at) FROM raw.web WHERE partition_key = ?", [last]).fetchone()[0]
+        for line_no, record in ((10**6, same), (10**6 + 1, json.dumps(changed))):
+            con.execute("INSERT INTO raw.web VALUES (?, ?, ?, ?, ?)", [last, file, line_no, record, loaded])
+
+
+@pytest.fixture(scope="module")
+def chunked_shop(tmp_path_factory):
+    """A small shop whose web events hold duplicates across hours, validated on DuckDB with every source's changed
+    partitions in one chunk (the oracle of one merge per source)."""
+    from cdp_assets.events import validate as validate_module
+    from cdp_assets.sample_data import generate_sample_data
+
+    data_dir = tmp_path_factory.mktemp("spark-validation-chunks") / "data"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(data_dir))
+    patch.setenv("CDP_ENGINE", "duckdb")
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    generate_sample_data(data_dir, events=1500, seed=5, end=end, log=lambda *_: None)
+    extract_sources()
+    several_chunks_raw(data_dir)
+    patch.setattr(validate_module, "CHUNK_ROWS", 10**9)
+    try:
+        yield data_dir, validate("duckdb")
+    finally:
+        patch.undo()
+
+
+def test_spark_merges_all_chunks_of_a_source_at_once(chunked_shop, spark_cluster):  # noqa: F811 (fixture)
+    """Spark judges in chunks (here of 150 raw records: many per source) and merges each source's verdicts once:
+    its tables equal DuckDB's with all partitions in one chunk, row for row, change logs included. The chunks
+    share event ids: an event's later copy in a later chunk, and a later chunk's copy that wins over an earlier
+    chunk's."""
+    from cdp_assets.events import validate as validate_module
+    from cdp_resources.spark import SparkEngine
+
+    data_dir, duck = chunked_shop
+    engine = SparkEngine(spark_cluster.master_url, data_dir / "spark-warehouse")
+    scratch = Layout(data_dir / "spark-layout")
+
+    def layout(con, table: str) -> list[tuple[str, str]]:
+        shutil.rmtree(scratch.location(table), ignore_errors=True)
+        copy_to_spark(con, scratch, [table])
+        return [(f.name, f.dataType.simpleString()) for f in engine.session().read.parquet(str(scratch.location(table))).schema.fields]
+
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        hours = con.execute("SELECT partition_key, count(*) FROM raw.web GROUP BY 1 ORDER BY 1").pl()
+        duplicates = con.execute("SELECT count(*) FROM core.event_duplicates WHERE line_no >= 1000000").fetchone()[0]
+        replaced = con.execute("SELECT count(*) FROM cdp.events WHERE line_no = 1000001").fetchone()[0]
+    assert len(list(validate_module.chunks(hours, 150))) >= 5
+    assert (duplicates, replaced) == (1, 1)  # the same copy waits, the earlier-received copy wins
+    copy_raw(data_dir, engine)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(validate_module, "CHUNK_ROWS", 150)
+    try:
+        spark = validate("spark", spark_cluster.master_url)
+    finally:
+        patch.undo()
+    assert spark["this_run"] == duck["this_run"]
+    assert all(spark["checks"].values()), spark["checks"]
+    assert_tables_equal(data_dir, engine, layout)
+    assert not list((data_dir / "spark-warehouse" / "_staging").glob("*")), "staged verdicts left behind"

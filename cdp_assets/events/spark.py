@@ -9,10 +9,14 @@ as on DuckDB (cdp_assets/events/validate.py), into Parquet tables of the Spark w
   at a time, as Arrow, and are judged by the suites' polars rules (cdp_assets/events/rules.py) and protected by
   the PII rules there: the very code DuckDB's validation runs, so a rule exists once.
 - The verdicts are merged with DataFrames (the statements of sql/merge_events.sql and sql/merge_table.sql,
-  which Parquet cannot run: it has no DELETE or UPDATE). Every Spark write is a job of its own, whatever its
-  size, so the chunks' new table contents are chained and written together, change logs included, in one
-  `replace_tables` under the warehouse's writer lock once about CHUNK_ROWS raw records were judged (and at
-  the end): a failure leaves the tables as they were before those chunks, which are then judged again.
+  which Parquet cannot run: it has no DELETE or UPDATE). Each chunk's verdicts (accepted records, quarantine,
+  violations) are appended to a staging directory under the warehouse as they are judged, and each table is
+  merged once per source, over the union of the judged partitions, then written with the change logs in one
+  `replace_tables` under the warehouse's writer lock. On plain Parquet every write of a table rewrites it, so
+  merging per chunk rewrote `cdp.events` once per chunk (the cost followed chunks x table size); now a run
+  rewrites it once per source. A failure leaves the tables as they were before the source's run, whose
+  partitions are then judged again. Chunks hold disjoint partitions, so this equals DuckDB's merges chunk by
+  chunk, but for the versions that lived only between two chunks of a run (`validate_source_on_spark`).
 
 Row hashes are xxhash64 (as DECIMAL(20, 0), the column's type when DuckDB's UBIGINT hash is copied): they only
 tell whether a row changed, so they differ from DuckDB's values and need not match.
@@ -20,6 +24,8 @@ tell whether a row changed, so they differ from DuckDB's values and need not mat
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -28,7 +34,7 @@ from cdp_assets.config import SourceConfig
 from cdp_assets.events.pii import PiiRules, protect_columns, protect_events
 from cdp_assets.events.rules import load_suite
 from cdp_assets.events.validate import (
-    CHUNK_ROWS, EVENT_COLUMNS, POSITION, REMOVED_LOG_READERS, VIOLATIONS_TABLE, SourceResult, ValidationRun, chunks, fingerprint,
+    EVENT_COLUMNS, POSITION, REMOVED_LOG_READERS, VIOLATIONS_TABLE, SourceResult, ValidationRun, chunks, fingerprint,
     judge_chunk, parse_views_digest, parsed_view, _counts,
 )
 
@@ -68,27 +74,41 @@ _built_views: dict[str, str] = {}
 
 
 class Pending:
-    """New contents of tables, not written yet: what the next chunk reads instead of the table, and what `flush`
-    writes, all at once."""
+    """New contents of tables, not written yet: what a merge reads instead of the table, and what `flush` writes,
+    all at once."""
 
     def __init__(self, engine: "SparkEngine"):
         self.engine = engine
         self.frames: dict[str, "DataFrame"] = {}
-        self.records = 0
 
     def table(self, table: str) -> "DataFrame":
         return self.frames[table] if table in self.frames else self.engine.table(table)
 
-    def update(self, frames: dict[str, "DataFrame"], records: int) -> None:
-        self.frames.update(frames)
-        self.records += records
-        if self.records >= CHUNK_ROWS:
-            self.flush()
-
     def flush(self) -> None:
         if self.frames:
             self.engine.replace_tables(self.frames)
-        self.frames, self.records = {}, 0
+        self.frames = {}
+
+
+class Staging:
+    """Verdicts of one source's chunks, appended as Parquet under the warehouse as they are judged (the driver
+    holds one chunk at a time), read back whole by the source's one merge, removed after it was written."""
+
+    def __init__(self, engine: "SparkEngine", source: str):
+        self.engine = engine
+        self.root = engine.warehouse_dir / "_staging" / f"validation-{source}-{uuid.uuid4().hex[:8]}"
+
+    def add(self, kind: str, frame: pl.DataFrame, columns: dict[str, str]) -> None:
+        if not frame.is_empty():
+            _spark(self.engine, frame, columns).write.mode("append").parquet(str(self.root / kind))
+
+    def read(self, kind: str, columns: dict[str, str]) -> "DataFrame":
+        if not (self.root / kind).exists():
+            return _empty(self.engine, columns)
+        return _cast(self.engine.session().read.parquet(str(self.root / kind)), columns)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def source_tables(source: SourceConfig) -> dict[str, dict[str, str]]:
@@ -114,7 +134,9 @@ def validate_sources_on_spark(engine: "SparkEngine", sources: dict[str, SourceCo
         pending.frames.update({t: _empty(engine, c) for t, c in schemas.items() if not engine.table_exists(t)})
         _prune_change_logs(pending, sources.values())
         batch = _new_batch(pending, "validation", now)
-        results = {s.name: validate_source_on_spark(pending, s, pii, parameters, batch, log) for s in sources.values()}
+        results = {}
+        for source in sources.values():
+            results[source.name] = validate_source_on_spark(pending, source, pii, parameters, batch, log)
         pending.flush()
         totals = validation_totals_on_spark(engine, sources)
         reconciliation = [tuple(r) for r in engine.table("validated.reconciliation")
@@ -144,8 +166,19 @@ def ensure_parse_views_on_spark(engine: "SparkEngine", sources: dict[str, Source
 
 def validate_source_on_spark(pending: Pending, source: SourceConfig, pii: PiiRules, parameters: dict, batch: int,
                              log=lambda message: None) -> SourceResult:
-    """validate.validate_source on Spark: judge the changed partitions of one source, merge the verdicts (into
-    `pending`, which writes them)."""
+    """validate.validate_source on Spark: judge the changed partitions of one source chunk by chunk (verdicts
+    staged on disk), then merge them into each table once, over all judged partitions, and write the tables
+    (with whatever else `pending` holds).
+
+    One merge over the union of the chunks' partitions equals DuckDB's merges chunk by chunk when no event id
+    (table source: no key) has rows in two chunks of the run: the merges decide an id over all its copies in
+    every partition and source, and the chunks' partitions are disjoint. When one has, both end with the same
+    winning copy (the first received of all) or the same latest version, and keep every copy, but the chunk-by-
+    chunk merges pass through the versions that won between chunks: they log each in core.events_removed (or
+    validated.<source>_removed) with this batch, and a row that ends the run with the content it began with gets
+    this batch (and, in a table source, this receipt time). One merge logs only what changed over the whole run,
+    as DuckDB does when the partitions fit one chunk, so the result does not depend on the chunk size.
+    """
     from pyspark.sql import functions as F
 
     engine = pending.engine
@@ -153,30 +186,58 @@ def validate_source_on_spark(pending: Pending, source: SourceConfig, pii: PiiRul
     print_ = fingerprint(source, suite, pii)
     todo = changed_partitions_on_spark(pending, source, print_)
     result = SourceResult(partitions=todo["partition_key"].to_list())
+    if todo.is_empty():
+        return result
     where = f"expectations/{suite['name']}.json"
-    for number, keys in enumerate(chunks(todo), start=1):
-        view = engine.session().table(parsed_view(source))
-        frame = _naive(pl.from_arrow(_arrow(view.filter((F.col("raw_source") == source.name) & F.col("partition_key").isin(keys)))))
-        frame, tombstones, accepted, quarantine, violations = judge_chunk(frame, source, suite, parameters, where, result)
+    staging = Staging(engine, source.name)
+    if source.produces_events:
+        kinds = {"accepted": _EVENT_TYPES}
+    else:
+        changes_columns = next(iter(source_tables(source).values()))
+        kinds = {"accepted": {c: t for c, t in changes_columns.items() if c not in ("row_hash", "_batch_id")}}
+    counts = []
+    try:
+        for number, keys in enumerate(chunks(todo), start=1):
+            view = engine.session().table(parsed_view(source))
+            frame = _naive(pl.from_arrow(_arrow(view.filter((F.col("raw_source") == source.name) & F.col("partition_key").isin(keys)))))
+            frame, tombstones, accepted, quarantine, violations = judge_chunk(frame, source, suite, parameters, where, result)
+            staging.add("quarantine", quarantine, TABLES["cdp.quarantine"])
+            counts.append(_counts(frame, tombstones, quarantine, source, keys))
+            if source.produces_events:
+                staging.add("violations", violations, TABLES[VIOLATIONS_TABLE])
+                staging.add("accepted", protect_events(accepted, pii).select(*EVENT_COLUMNS, *POSITION), kinds["accepted"])
+            else:  # (a table source flags no violations: it has no tracking plan)
+                shape = list(kinds["accepted"])
+                rows = pl.concat([protect_columns(accepted, source.name, pii).select(shape), tombstones.select(shape)])
+                staging.add("accepted", rows, kinds["accepted"])
+            result.records += len(frame) + len(tombstones)
+            result.accepted += len(accepted) + len(tombstones)
+            result.quarantined += len(quarantine)
+            result.flagged += len(violations)
+            result.tombstones += len(tombstones)
+            log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
+                f"{result.quarantined} quarantined")
+        keys = todo["partition_key"].to_list()
         tables = {
-            "cdp.quarantine": _replaced(pending, "cdp.quarantine", quarantine, "source", source.name, keys),
+            "cdp.quarantine": _replaced(pending, "cdp.quarantine", staging.read("quarantine", TABLES["cdp.quarantine"]),
+                                        "source", source.name, keys),
             "validated.reconciliation": _replaced(pending, "validated.reconciliation",
-                                                  _counts(frame, tombstones, quarantine, source, keys), "source", source.name, keys),
+                                                  _spark(engine, pl.concat(counts), TABLES["validated.reconciliation"]),
+                                                  "source", source.name, keys),
             "core.validated_partitions": _remembered(pending, source, keys, print_),
         }
+        accepted = staging.read("accepted", kinds["accepted"])
         if source.produces_events:
-            tables[VIOLATIONS_TABLE] = _replaced(pending, VIOLATIONS_TABLE, violations, "source", source.name, keys)
-            tables.update(_merged_events(pending, protect_events(accepted, pii), source, keys, batch))
-        else:  # (a table source flags no violations: it has no tracking plan)
-            tables.update(_merged_table(pending, protect_columns(accepted, source.name, pii), tombstones, source, keys, batch))
-        pending.update(tables, sum(todo.filter(pl.col("partition_key").is_in(keys))["raw_rows"]))
-        result.records += len(frame) + len(tombstones)
-        result.accepted += len(accepted) + len(tombstones)
-        result.quarantined += len(quarantine)
-        result.flagged += len(violations)
-        result.tombstones += len(tombstones)
-        log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
-            f"{result.quarantined} quarantined")
+            tables[VIOLATIONS_TABLE] = _replaced(pending, VIOLATIONS_TABLE, staging.read("violations", TABLES[VIOLATIONS_TABLE]),
+                                                 "source", source.name, keys)
+            tables.update(_merged_events(pending, accepted, source, keys, batch))
+        else:
+            tables.update(_merged_table(pending, accepted, source, keys, batch))
+        pending.frames.update(tables)
+        pending.flush()
+        log(f"{source.name}: merged {len(keys)} partition(s)")
+    finally:
+        staging.remove()
     return result
 
 
@@ -210,13 +271,12 @@ def _in_scope(column: str, source: str, keys: list[str]):
     return (F.col(column) == source) & F.col("partition_key").isin(keys)
 
 
-def _replaced(pending: Pending, table: str, frame: pl.DataFrame, column: str, source: str, keys: list[str]) -> "DataFrame":
-    """The table without the rows of `source` in partitions `keys`, plus `frame` (validate._replace)."""
+def _replaced(pending: Pending, table: str, rows: "DataFrame", column: str, source: str, keys: list[str]) -> "DataFrame":
+    """The table without the rows of `source` in partitions `keys`, plus `rows` (validate._replace)."""
     from pyspark.sql import functions as F
 
-    engine = pending.engine
     kept = pending.table(table).filter(~F.coalesce(_in_scope(column, source, keys), F.lit(False)))
-    return kept.unionByName(_spark(engine, frame, TABLES[table]))
+    return kept.unionByName(rows)
 
 
 def _remembered(pending: Pending, source: SourceConfig, keys: list[str], print_: str) -> "DataFrame":
@@ -234,14 +294,13 @@ def _remembered(pending: Pending, source: SourceConfig, keys: list[str], print_:
     return kept.unionByName(_cast(read, TABLES["core.validated_partitions"]))
 
 
-def _merged_events(pending: Pending, accepted: pl.DataFrame, source: SourceConfig, keys: list[str], batch: int) -> dict:
-    """The new cdp.events, core.event_duplicates and core.events_removed (sql/merge_events.sql)."""
+def _merged_events(pending: Pending, accepted: "DataFrame", source: SourceConfig, keys: list[str], batch: int) -> dict:
+    """The new cdp.events, core.event_duplicates and core.events_removed (sql/merge_events.sql), `accepted` being
+    the whole new content of partitions `keys`."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    engine = pending.engine
-    new = _spark(engine, accepted.select(*EVENT_COLUMNS, *POSITION), _EVENT_TYPES)
-    new = new.withColumn("row_hash", _hash(EVENT_COLUMNS)).withColumn("_batch_id", F.lit(batch).cast("bigint"))
+    new = accepted.withColumn("row_hash", _hash(EVENT_COLUMNS)).withColumn("_batch_id", F.lit(batch).cast("bigint"))
     events, duplicates = pending.table("cdp.events"), pending.table("core.event_duplicates")
     scope = F.coalesce(_in_scope("raw_source", source.name, keys), F.lit(False))
     both = events.unionByName(duplicates)
@@ -266,22 +325,17 @@ def _merged_events(pending: Pending, accepted: pl.DataFrame, source: SourceConfi
     }
 
 
-def _merged_table(pending: Pending, accepted: pl.DataFrame, tombstones: pl.DataFrame, source: SourceConfig,
-                  keys: list[str], batch: int) -> dict:
-    """The new validated.<source>_changes, validated.<source> and its _removed log (sql/merge_table.sql)."""
+def _merged_table(pending: Pending, accepted: "DataFrame", source: SourceConfig, keys: list[str], batch: int) -> dict:
+    """The new validated.<source>_changes, validated.<source> and its _removed log (sql/merge_table.sql),
+    `accepted` being the whole new content of partitions `keys` (accepted records and tombstones)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    engine = pending.engine
     tables = source_tables(source)
     names = list(tables)  # changes, current, removed
     changes_table, current_table, removed_table = names
     declared = list(source.columns)
-    cdc = ["op", "source_lsn", "source_ts_ms"] if source.kind == "cdc" else []
-    shape = [*declared, "received_at", *cdc, "partition_key", "file", "line_no"]
-    rows = pl.concat([accepted.select(shape), tombstones.select(shape)])
-    new = _spark(engine, rows, {c: t for c, t in tables[changes_table].items() if c in shape})
-    new = new.withColumn("row_hash", _hash(declared)).withColumn("_batch_id", F.lit(batch).cast("bigint"))
+    new = accepted.withColumn("row_hash", _hash(declared)).withColumn("_batch_id", F.lit(batch).cast("bigint"))
     key = _col(source.primary_key)
     changes, current = pending.table(changes_table), pending.table(current_table)
     in_keys = F.coalesce(F.col("partition_key").isin(keys), F.lit(False))

@@ -135,8 +135,10 @@ def changed_partitions(con: duckdb.DuckDBPyConnection, source: SourceConfig, pri
     ).pl()
 
 
-def chunks(partitions: pl.DataFrame, limit: int = CHUNK_ROWS) -> Iterator[list[str]]:
-    """Partition keys in groups of at most `limit` raw rows (a bigger partition is a chunk of its own)."""
+def chunks(partitions: pl.DataFrame, limit: int | None = None) -> Iterator[list[str]]:
+    """Partition keys in groups of at most `limit` (default CHUNK_ROWS, read when called, so a test can lower it)
+    raw rows (a bigger partition is a chunk of its own)."""
+    limit = limit or CHUNK_ROWS
     for group in bounded_groups(partitions.iter_rows(), lambda row: row[1], limit):
         yield [key for key, _ in group]
 
