@@ -340,7 +340,7 @@ def chunked_shop(tmp_path_factory):
         patch.undo()
 
 
-def test_spark_merges_all_chunks_of_a_source_at_once(chunked_shop, spark_cluster):  # noqa: F811 (fixture)
+def test_spark_merges_all_chunks_of_a_source_at_once(chunked_shop, spark_cluster):
     """Spark judges in chunks (here of 150 raw records: many per source) and merges each source's verdicts once:
     its tables equal DuckDB's with all partitions in one chunk, row for row, change logs included. The chunks
     share event ids: an event's later copy in a later chunk, and a later chunk's copy that wins over an earlier
