@@ -210,13 +210,7 @@ def validate_source_on_spark(pending: Pending, source: SourceConfig, pii: PiiRul
                 shape = list(kinds["accepted"])
                 rows = pl.concat([protect_columns(accepted, source.name, pii).select(shape), tombstones.select(shape)])
                 staging.add("accepted", rows, kinds["accepted"])
-            result.records += len(frame) + len(tombstones)
-            result.accepted += len(accepted) + len(tombstones)
-            result.quarantined += len(quarantine)
-            result.flagged += len(violations)
-            result.tombstones += len(tombstones)
-            log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
-                f"{result.quarantined} quarantined")
+            log(result.judged(source.name, number, keys, frame, tombstones, accepted, quarantine, violations))
         keys = todo["partition_key"].to_list()
         tables = {
             "cdp.quarantine": _replaced(pending, "cdp.quarantine", staging.read("quarantine", TABLES["cdp.quarantine"]),

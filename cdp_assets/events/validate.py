@@ -104,6 +104,17 @@ class SourceResult:
     sample: pl.DataFrame | None = None  # the first chunk's parsed records, for Great Expectations' suite result
     quarantine_sample: pl.DataFrame | None = None
 
+    def judged(self, source: str, number: int, keys: list[str], frame: pl.DataFrame, tombstones: pl.DataFrame,
+               accepted: pl.DataFrame, quarantine: pl.DataFrame, violations: pl.DataFrame) -> str:
+        """Count the verdicts of chunk `number` (partitions `keys`); the progress line to log."""
+        self.records += len(frame) + len(tombstones)
+        self.accepted += len(accepted) + len(tombstones)
+        self.quarantined += len(quarantine)
+        self.flagged += len(violations)
+        self.tombstones += len(tombstones)
+        return (f"{source}: judged {len(keys)} partition(s) ({number}), {self.records} records so far, "
+                f"{self.quarantined} quarantined")
+
 
 def fingerprint(source: SourceConfig, suite: dict, pii: PiiRules) -> str:
     """What judging a record of `source` depends on besides the record itself."""
@@ -276,13 +287,7 @@ def validate_source(
         _replace(con, "validated.reconciliation", _counts(frame, tombstones, quarantine, source, keys), "source", source.name, keys)
         _remember(con, source, keys, print_)
         con.execute("COMMIT")
-        result.records += len(frame) + len(tombstones)
-        result.accepted += len(accepted) + len(tombstones)
-        result.quarantined += len(quarantine)
-        result.flagged += len(violations)
-        result.tombstones += len(tombstones)
-        log(f"{source.name}: judged {len(keys)} partition(s) ({number}), {result.records} records so far, "
-            f"{result.quarantined} quarantined")
+        log(result.judged(source.name, number, keys, frame, tombstones, accepted, quarantine, violations))
     return result
 
 
