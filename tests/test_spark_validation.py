@@ -128,20 +128,29 @@ def assert_tables_equal(data_dir: Path, engine, layout) -> None:
                                 f"{sorted(set(got) - set(want), key=repr)[:2]} vs {sorted(set(want) - set(got), key=repr)[:2]}"
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory):
-    """A small shop extracted and validated on DuckDB (the oracle)."""
+def validated_shop(tmp_path_factory, name: str, seed: int, before_validation):
+    """A small generated shop extracted and validated on DuckDB (the oracle), `before_validation(data_dir, patch)`
+    run in between (what it patches holds for the validation); yields (data directory, validation)."""
     from cdp_assets.sample_data import generate_sample_data
 
-    data_dir = tmp_path_factory.mktemp("spark-validation") / "data"
+    data_dir = tmp_path_factory.mktemp(name) / "data"
     patch = pytest.MonkeyPatch()
     patch.setenv("CDP_DATA_DIR", str(data_dir))
     patch.setenv("CDP_ENGINE", "duckdb")
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
-    generate_sample_data(data_dir, events=1500, seed=11, end=end, log=lambda *_: None)
+    generate_sample_data(data_dir, events=1500, seed=seed, end=end, log=lambda *_: None)
     extract_sources()
-    yield data_dir, validate("duckdb")
-    patch.undo()
+    try:
+        before_validation(data_dir, patch)
+        yield data_dir, validate("duckdb")
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A small shop extracted and validated on DuckDB (the oracle)."""
+    yield from validated_shop(tmp_path_factory, "spark-validation", 11, lambda data_dir, patch: None)
 
 
 def copy_raw(data_dir: Path, engine) -> None:
@@ -323,21 +332,12 @@ def chunked_shop(tmp_path_factory):
     """A small shop whose web events hold duplicates across hours, validated on DuckDB with every source's changed
     partitions in one chunk (the oracle of one merge per source)."""
     from cdp_assets.events import validate as validate_module
-    from cdp_assets.sample_data import generate_sample_data
 
-    data_dir = tmp_path_factory.mktemp("spark-validation-chunks") / "data"
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CDP_DATA_DIR", str(data_dir))
-    patch.setenv("CDP_ENGINE", "duckdb")
-    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
-    generate_sample_data(data_dir, events=1500, seed=5, end=end, log=lambda *_: None)
-    extract_sources()
-    several_chunks_raw(data_dir)
-    patch.setattr(validate_module, "CHUNK_ROWS", 10**9)
-    try:
-        yield data_dir, validate("duckdb")
-    finally:
-        patch.undo()
+    def one_chunk_per_source(data_dir: Path, patch: pytest.MonkeyPatch) -> None:
+        several_chunks_raw(data_dir)
+        patch.setattr(validate_module, "CHUNK_ROWS", 10**9)
+
+    yield from validated_shop(tmp_path_factory, "spark-validation-chunks", 5, one_chunk_per_source)
 
 
 def test_spark_merges_all_chunks_of_a_source_at_once(chunked_shop, spark_cluster):
