@@ -156,3 +156,22 @@ def test_a_stopped_session_leaves_no_code_archive_on_sys_path(spark_engine):
         assert [p for p in sys.path if p.endswith(".zip") and not os.path.exists(p)] == []
     finally:
         spark_engine.session()  # the module's other tests share the engine
+
+
+def test_the_clusters_own_settings_win_over_the_engine_defaults(spark_cluster, tmp_path):
+    """A setting the cluster's configuration gives (here PYSPARK_SUBMIT_ARGS, as spark-defaults.conf would) is kept;
+    the engine's small default applies only where nothing set it. The defaults used to be forced on the session,
+    so a cluster's 200 shuffle partitions became 8."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("from pathlib import Path; import sys; from cdp_resources.spark import SparkEngine; "
+             "s = SparkEngine(sys.argv[1], Path(sys.argv[2])).session(); "
+             "print(s.conf.get('spark.sql.shuffle.partitions'), s.conf.get('spark.sql.adaptive.enabled'))")
+    conf = " ".join(f"--conf {k}={v}" for k, v in spark_cluster.conf.items() if k != "spark.sql.shuffle.partitions")
+    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": f"{conf} --conf spark.sql.shuffle.partitions=200 pyspark-shell"}
+    shown = subprocess.run([sys.executable, "-c", probe, spark_cluster.master_url, str(tmp_path / "warehouse")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.split()[-2:] == ["200", "true"]  # the cluster's own value; the default where unset
