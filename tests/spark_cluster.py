@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -96,6 +97,17 @@ def start_cluster(work: Path, cores: int = 1, memory: str = "1g", executor_memor
     return SparkCluster(master_url, ui_url, conf), processes
 
 
+# The tests' runs are short and their data small: the JVM's top JIT tier and its concurrent collector cost more CPU
+# than they save there (benchmarks/spark_test_cluster_jvm.py). Benchmarks at scale keep the JVM's defaults.
+SHORT_RUNS = {option: "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+              for option in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")}
+
+
+def submit_args(conf: dict[str, str]) -> str:
+    """PYSPARK_SUBMIT_ARGS giving a driver `conf` (PySpark splits it as a shell would)."""
+    return " ".join(f"--conf {shlex.quote(f'{k}={v}')}" for k, v in conf.items()) + " pyspark-shell"
+
+
 def stop_cluster(processes: list[subprocess.Popen]) -> None:
     for process in reversed(processes):  # worker first: the master does not wait for it
         if process.poll() is None:
@@ -151,9 +163,10 @@ def spark_cluster(tmp_path_factory):
     """The test session's standalone cluster (started on first use)."""
     require_java()
     cluster, processes = start_cluster(tmp_path_factory.mktemp("spark-cluster"))
+    cluster.conf.update(SHORT_RUNS)
     # Every session of this process (those `cdp run` and the assets start from CDP_SPARK_MASTER too) is sized for
     # the small cluster, as a user's cluster sizes its own through PYSPARK_SUBMIT_ARGS or spark-defaults.conf.
-    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", " ".join(f"--conf {k}={v}" for k, v in cluster.conf.items()) + " pyspark-shell")
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", submit_args(cluster.conf))
     try:
         yield cluster
     finally:

@@ -169,8 +169,9 @@ def test_the_clusters_own_settings_win_over_the_engine_defaults(spark_cluster, t
     probe = ("from pathlib import Path; import sys; from cdp_resources.spark import SparkEngine; "
              "s = SparkEngine(sys.argv[1], Path(sys.argv[2])).session(); "
              "print(s.conf.get('spark.sql.shuffle.partitions'), s.conf.get('spark.sql.adaptive.enabled'))")
-    conf = " ".join(f"--conf {k}={v}" for k, v in spark_cluster.conf.items() if k != "spark.sql.shuffle.partitions")
-    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": f"{conf} --conf spark.sql.shuffle.partitions=200 pyspark-shell"}
+    from spark_cluster import submit_args
+
+    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args({**spark_cluster.conf, "spark.sql.shuffle.partitions": "200"})}
     shown = subprocess.run([sys.executable, "-c", probe, spark_cluster.master_url, str(tmp_path / "warehouse")],
                            env=env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
