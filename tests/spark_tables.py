@@ -1,5 +1,5 @@
 """Tables of a DuckDB warehouse on a Spark warehouse, and rows of either as comparable Python values: what the
-differential Spark tests (tests/test_spark_dbt.py, tests/test_spark_segments.py) share."""
+differential Spark tests (tests/test_spark_pipeline_dbt.py, tests/test_spark_segments.py and others) share."""
 
 from __future__ import annotations
 

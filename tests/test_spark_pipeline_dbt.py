@@ -8,7 +8,8 @@ resolver runs on the cluster, the snapshot keeps profile_history on Parquet, the
 and the online store loads from them. A second round adds, on both engines, two events: one merges two persons,
 one moves a shared anonymous id to another user (the person it leaves is touched by no new record: only the
 resolver's change log, core.id_map_changes, tells the profile models). The DuckDB pipeline takes its incremental
-path; the Spark one re-resolves and its profile models and the online store take theirs. Compared: cdp.id_map,
+path; the Spark one re-resolves and its profile models and the online store take theirs. After each round every
+identity and profile model (17: tables and dbt's views) has DuckDB's rows. Compared besides: cdp.id_map,
 the merges of that round (without their time), core.id_map_changes (without the batch numbers, which each
 warehouse counts itself), cdp.profiles, cdp.profile_history (without its times: valid_from, valid_to but whether
 it is current, and the version id and time derived from them) and everything the online store answers. Both
@@ -29,11 +30,23 @@ from spark_tables import copy_to_spark, quote, sorted_rows
 
 pytestmark = pytest.mark.spark
 
-# What the identity and profile models read (tests/test_spark_dbt.py SOURCE_TABLES), and the segment tables the
-# online store reads (the segment assets are DuckDB's so far).
-from test_spark_dbt import SOURCE_TABLES  # noqa: E402
-
+# What the identity and profile models read and the platform's Python stages write (dbt/models/staging/_sources.yml
+# and the bookkeeping of dbt/macros/incremental.sql), and the segment tables the online store reads.
+SOURCE_TABLES = [
+    "raw.web", "raw.crm_customers", "raw.orders", "raw.pos",
+    "cdp.events", "cdp.id_map", "core.persons", "core.events_removed", "core.id_map_changes", "core.batches",
+    "validated.crm_customers", "validated.orders", "validated.pos",
+    "validated.crm_customers_removed", "validated.orders_removed", "validated.pos_removed",
+]
 INPUTS = [*SOURCE_TABLES, "cdp.segment_membership", "cdp.segment_changes"]
+# Every identity and profile model (tables and views), in dependency order.
+MODELS = [
+    "core.identifier_sightings", "core.identifier_lookup", "core.touched_identifiers", "core.identifiers",
+    "cdp.identity_edges", "core.identifier_persons", "core.person_events", "core.purchase_claims",
+    "core.person_purchases", "core.trait_observations", "core.affected_persons", "core.person_trait_values",
+    "core.person_computed_base", "core.person_computed_traits", "cdp.profiles", "core.profile_versions",
+    "cdp.relationships",
+]
 STAGES = ["identity", "profiles", "online"]
 BOOKKEEPING = {"_batch_id", "row_hash"}
 HISTORY_TIMES = {"version_id", "version_updated_at", "valid_from", "valid_to"}
@@ -146,9 +159,21 @@ def duckdb_rows(duck_dir: Path, table: str, leave_out=BOOKKEEPING, extra: str = 
 
 
 def spark_rows(engine, table: str, leave_out=BOOKKEEPING, extra: str = "") -> tuple[list[str], list[tuple]]:
-    frame = engine.table(table)
+    """A table's or a dbt view's rows (views live in the catalog of the session dbt ran in: this process's)."""
+    frame = engine.table(table) if engine.table_exists(table) else engine.session().table(table)
     columns = [c for c in frame.columns if c not in leave_out]
     return columns, sorted_rows(frame.selectExpr(*[f"`{c}`" for c in columns], *([extra.lstrip(", ")] if extra else [])).toArrow())
+
+
+def assert_models_equal(duck_dir: Path, engine) -> None:
+    """Every identity and profile model has DuckDB's rows on Spark, row for row."""
+    for model in MODELS:
+        columns, expected = duckdb_rows(duck_dir, model)
+        assert expected, f"{model}: the shop gives it no rows to compare"
+        spark_columns, rows = spark_rows(engine, model)
+        assert spark_columns == columns, model
+        assert rows == expected, f"{model}: {len(set(rows) ^ set(expected))} rows differ, e.g. " \
+                                 f"{sorted(set(rows) - set(expected), key=repr)[:2]} vs {sorted(set(expected) - set(rows), key=repr)[:2]}"
 
 
 def store_contents(data_dir: Path, duck_dir: Path) -> dict:
@@ -183,6 +208,7 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
 
     # Round 1: everything from the copied inputs (the profile models and the snapshot build in full).
     first = materialize_stages(spark_dir, now, spark_cluster.master_url)
+    assert_models_equal(duck_dir, engine)
     # Round 2: one event merges two persons, on both engines; each takes its incremental path.
     persons = add_round_two_events(duck_dir, engine, now)
     user, anonymous = persons["user"], persons["anonymous"]
@@ -217,6 +243,7 @@ def test_identity_profiles_and_online_store_on_spark_equal_duckdb(shop, spark_cl
     assert spark_rows(engine, "cdp.profile_history", **history) == (columns, expected)
     position = columns.index("person_id")
     assert sum(1 for row in expected if row[position] in survivor) >= 2  # the merge made a new version
+    assert_models_equal(duck_dir, engine)
     expected_store = store_contents(duck_dir, duck_dir)
     assert store_contents(spark_dir, duck_dir) == expected_store
 
