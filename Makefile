@@ -47,8 +47,10 @@ $(BROWSER_MODULES): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund --silent
 	touch $@
 
+# Whole modules per worker (their fixtures build a shop once), in the order tests/conftest.py gives (the Spark
+# modules, the longest, first), not xdist's default of the modules with most tests first.
 test: install browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000

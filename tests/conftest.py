@@ -22,6 +22,13 @@ os.environ.setdefault("CDP_CONFIG_DIR", str(REPO / "config"))
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with Spark tests first, each module's tests still together and in order: they are the longest, and
+    with `--dist loadfile` a long module handed out last keeps one worker busy while the other has finished."""
+    spark_modules = {item.path for item in items if item.get_closest_marker("spark")}
+    items.sort(key=lambda item: item.path not in spark_modules)
+
+
 @dataclass
 class Demo:
     data_dir: Path
