@@ -93,7 +93,7 @@ def main() -> None:
     for variant in VARIANTS:
         runs = [r for r in results if r.get("variant") == variant and "wall_s" in r]
         if runs:
-            cpu = [r.get("driver_cpu_s", 0) + r.get("executor_cpu_s", 0) for r in runs]
+            cpu = [round(r.get("driver_cpu_s", 0) + r.get("executor_cpu_s", 0), 1) for r in runs]
             print(f"{variant}: wall {sorted(r['wall_s'] for r in runs)} s, driver+executor CPU {sorted(cpu)} s")
 
 
