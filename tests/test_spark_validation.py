@@ -129,25 +129,6 @@ def assert_tables_equal(data_dir: Path, engine, layout) -> None:
                                 f"{sorted(set(got) - set(want), key=repr)[:2]} vs {sorted(set(want) - set(got), key=repr)[:2]}"
 
 
-def validated_shop(tmp_path_factory, name: str, seed: int, before_validation):
-    """A small generated shop extracted and validated on DuckDB (the oracle), `before_validation(data_dir, patch)`
-    run in between (what it patches holds for the validation); yields (data directory, validation)."""
-    from cdp_assets.sample_data import generate_sample_data
-
-    data_dir = tmp_path_factory.mktemp(name) / "data"
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CDP_DATA_DIR", str(data_dir))
-    patch.setenv("CDP_ENGINE", "duckdb")
-    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
-    generate_sample_data(data_dir, events=1500, seed=seed, end=end, log=lambda *_: None)
-    extract_sources()
-    try:
-        before_validation(data_dir, patch)
-        yield data_dir, validate("duckdb")
-    finally:
-        patch.undo()
-
-
 def several_chunks_raw(data_dir: Path) -> None:
     """Copies of events placed in other hours, so that chunks of a few hundred records share event ids: the
     first hour's event again in the last hour (same content: the first copy stays the winner), and another
@@ -173,14 +154,24 @@ def several_chunks_raw(data_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """A small shop whose web events hold duplicates across hours (several_chunks_raw), extracted and validated on
-    DuckDB with every source's changed partitions in one chunk: the oracle of Spark's one merge per source."""
+    DuckDB with every source's changed partitions in one chunk (the oracle of Spark's one merge per source); yields
+    (data directory, validation). The module's tests run on DuckDB in one chunk too unless they say otherwise."""
     from cdp_assets.events import validate as validate_module
+    from cdp_assets.sample_data import generate_sample_data
 
-    def one_chunk_per_source(data_dir: Path, patch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path_factory.mktemp("spark-validation") / "data"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CDP_DATA_DIR", str(data_dir))
+    patch.setenv("CDP_ENGINE", "duckdb")
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    generate_sample_data(data_dir, events=1500, seed=11, end=end, log=lambda *_: None)
+    extract_sources()
+    try:
         several_chunks_raw(data_dir)
         patch.setattr(validate_module, "CHUNK_ROWS", 10**9)
-
-    yield from validated_shop(tmp_path_factory, "spark-validation", 11, one_chunk_per_source)
+        yield data_dir, validate("duckdb")
+    finally:
+        patch.undo()
 
 
 def copy_raw(data_dir: Path, engine) -> None:
